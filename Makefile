@@ -1,0 +1,43 @@
+# Everything a fresh machine with only Python needs: `make run`, `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+LISTEN ?= 127.0.0.1:5353
+HEALTH ?= 127.0.0.1:8080
+DIG    := dig @127.0.0.1 -p $(lastword $(subst :, ,$(LISTEN)))
+
+.PHONY: run test system-deps bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+# Debian packages the tests drive for real (installed only when missing).
+system-deps:
+	@./scripts/need dig:dnsutils
+
+run: $(STAMP)
+	@./scripts/need dig:dnsutils || echo "(could not install dig; any DNS client will do)"
+	@echo "svcdns on $(LISTEN) (udp+tcp), health and metrics on http://$(HEALTH)/metrics — try:"
+	@echo "  $(DIG) my-service.default.svc.cluster.local"
+	@echo "  $(DIG) my-service.web SRV          # short name: CNAME + records, no +search needed"
+	@echo "  $(DIG) _https._tcp.my-service.web.svc.cluster.local SRV"
+	@echo "  $(DIG) nginx.default.svc.cluster.local       # headless: one A per ready pod"
+	@echo "  $(DIG) web-0.nginx.default.svc.cluster.local"
+	@echo "  $(DIG) my-database.default.svc.cluster.local # ExternalName: CNAME"
+	@echo "  $(DIG) -x 10.0.0.11                          # PTR"
+	@echo "  $(DIG) dual-stack.web.svc.cluster.local AAAA"
+	@echo "Ctrl-C to stop."
+	$(PY) -m svcdns serve --listen $(LISTEN) --health $(HEALTH)
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	./bench/dnsperf.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

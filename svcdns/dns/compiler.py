@@ -1,0 +1,126 @@
+"""Precompiled answers, kept in step with the cluster state.
+
+For every service, the questions pods and people actually ask (its A/AAAA/SRV names in
+each zone, named-port SRV names, headless endpoint names, PTRs of its addresses, and the
+``svc.ns`` short names) are answered once, by the same :class:`Resolver` the slow path
+uses, and packed into wire templates. A state change recompiles only the services it
+touched; the query hot path is then a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from typing import Iterable
+
+from cachetools import LRUCache
+
+from ..model import Service
+from ..store import ClusterState, Delta
+from .names import endpoint_hostname, reverse_name
+from .records import NOERROR, T_A, T_AAAA, T_CNAME, T_PTR, T_SRV, Resolver
+from .wire import pack, question_key
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+
+def decode_key(key: bytes) -> tuple[str, int]:
+    """Inverse of question_key: (name, qtype)."""
+    labels, i = [], 0
+    while key[i]:
+        n = key[i]
+        labels.append(key[i + 1 : i + 1 + n].decode())
+        i += 1 + n
+    return ".".join(labels), struct.unpack(">H", key[i + 1 : i + 3])[0]
+
+
+class AnswerTable:
+    """question key -> response template, for every precompiled question.
+
+    ``slow`` caches answers the slow path computed (NXDOMAINs for search-path misses,
+    NODATA for namespaces, ...); it is bounded and emptied whenever the state changes.
+    """
+
+    def __init__(self, state: ClusterState, resolver: Resolver, *, recursion_available: bool = False, slow_cache_size: int = 10000):
+        self.state = state
+        self.resolver = resolver
+        self.recursion_available = recursion_available
+        self.answers: dict[bytes, bytes] = {}
+        self.slow: LRUCache = LRUCache(maxsize=slow_cache_size)
+        self.last_change = 0.0
+        self.compile_seconds = 0.0
+        self._owned: dict[Key, tuple[bytes, ...]] = {}
+        state.subscribe(self.on_change)
+
+    def on_change(self, delta: Delta) -> None:
+        started = time.perf_counter()
+        self.slow.clear()
+        keys = set(delta.services)
+        if delta.namespaces:
+            keys |= {k for k in self.state.services if k[0] in delta.namespaces}
+        for key in keys:
+            self.compile_service(key)
+        self.last_change = time.time()
+        self.compile_seconds = time.perf_counter() - started
+        if len(keys) > 100:
+            log.info("compiled answers for %d services in %.3fs (%d answers)", len(keys), self.compile_seconds, len(self.answers))
+
+    def compile_service(self, key: Key) -> None:
+        svc = self.state.services.get(key)
+        wanted = {question_key(n, t): (n, t) for n, t in self.questions(svc)} if svc is not None else {}
+        old = self._owned.pop(key, ())
+        for qkey in old:
+            if qkey not in wanted:
+                self._compile(qkey, *decode_key(qkey))
+        for qkey, (name, qtype) in wanted.items():
+            self._compile(qkey, name, qtype)
+        if wanted:
+            self._owned[key] = tuple(wanted)
+
+    def _compile(self, qkey: bytes, name: str, qtype: int) -> None:
+        answer = self.resolver.resolve(name, qtype)
+        if answer is None or answer.rcode != NOERROR:
+            self.answers.pop(qkey, None)
+        else:
+            self.answers[qkey] = pack(name, qtype, answer, recursion_available=self.recursion_available)
+
+    def questions(self, svc: Service) -> Iterable[tuple[str, int]]:
+        """The questions precompiled for one service."""
+        address_types = (T_A, T_AAAA)
+        for zone in self.resolver.zones:
+            fqdn = f"{svc.name}.{svc.namespace}.svc.{zone}"
+            yield from ((fqdn, t) for t in (T_A, T_AAAA, T_SRV))
+            if svc.type == "ExternalName":
+                yield fqdn, T_CNAME
+                continue
+            for p in svc.ports:
+                if p.name:
+                    yield from ((f"_{p.name}._{p.protocol.lower()}.{fqdn}", t) for t in (T_SRV, *address_types))
+            if svc.headless:
+                for host in self._endpoint_names(svc):
+                    yield from ((f"{host}.{fqdn}", t) for t in address_types)
+        short = f"{svc.name}.{svc.namespace}"
+        yield from ((short, t) for t in (T_A, T_AAAA, T_SRV))
+        for p in svc.ports:
+            if p.name:
+                yield f"_{p.name}._{p.protocol.lower()}.{short}", T_SRV
+        for ip in svc.cluster_ips:
+            yield reverse_name(ip), T_PTR
+        for sl in self.state.service_slices(svc.key):
+            if sl.address_type != "FQDN":
+                for ep in sl.endpoints:
+                    for addr in ep.addresses:
+                        yield reverse_name(addr), T_PTR
+
+    def _endpoint_names(self, svc: Service) -> set[str]:
+        pod_names = self.resolver.cfg.endpoint_pod_names
+        return {
+            endpoint_hostname(a, ep.hostname, ep.target_name, pod_names)
+            for sl in self.state.service_slices(svc.key)
+            if sl.address_type != "FQDN"
+            for ep in sl.endpoints
+            for a in ep.addresses
+        }

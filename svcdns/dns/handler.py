@@ -1,0 +1,197 @@
+"""From query bytes to response bytes: the hot path and the slow path.
+
+Hot path: a well-formed IN query (one question, no compression, at most an OPT record)
+is looked up by its lowercased question bytes; a hit is stamped from its template. Every
+other packet takes the slow path: dnslib parses it, malformed input gets FORMERR /
+NOTIMP / REFUSED or is dropped, and the Resolver answers. Nothing raised here ever
+reaches the transport.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections import defaultdict
+from typing import Awaitable, Callable
+
+from dnslib import EDNS0, QTYPE, DNSError, DNSRecord
+
+from ..store import ClusterState
+from .compiler import AnswerTable
+from .records import FORMERR, NOTIMP, REFUSED, SERVFAIL, Answer, Resolver
+from .wire import OPT_PAYLOAD, OPT_RR, header_only, pack, question_key, truncate
+
+log = logging.getLogger(__name__)
+query_log = logging.getLogger("svcdns.query")
+
+BADVERS = 16
+_QUERY_COUNTS = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0
+UDP_DEFAULT = 512
+T_AXFR, T_IXFR, T_OPT = 252, 251, 41
+
+Forwarder = Callable[[bytes, DNSRecord, str, bool], Awaitable[bytes | None]]
+
+
+class DnsHandler:
+    """Turns one query into one response (or None: drop)."""
+
+    def __init__(self, state: ClusterState, resolver: Resolver, table: AnswerTable, *, forwarder: Forwarder | None = None):
+        self.state = state
+        self.resolver = resolver
+        self.table = table
+        self.answers = table.answers  # the hot-path dict; AnswerTable mutates it in place
+        self.forwarder = forwarder
+        # (qtype, rcode) -> count. Plain ints: a labelled prometheus call per query would
+        # cost more than the whole hot path; the metrics collector reads these at scrape.
+        self.counts: defaultdict[tuple[int, int], int] = defaultdict(int)
+        self.dropped = 0
+        self._big: dict[tuple[bytes, int], bytes] = {}  # (template, limit) -> fitted
+
+    # --- hot path ---------------------------------------------------------------------
+
+    def handle(self, data: bytes, client: str, tcp: bool) -> bytes | None | Awaitable[bytes | None]:
+        try:
+            n = len(data)
+            # QR=0, opcode QUERY, one question and no answer/authority records?
+            if n < 17 or data[2] & 0xF8 or data[4:10] != _QUERY_COUNTS:
+                return self.slow(data, client, tcp)
+            i = 12
+            while data[i]:
+                if data[i] > 63:  # a compression pointer in a question: slow path
+                    return self.slow(data, client, tcp)
+                i += data[i] + 1
+            qend = i + 1
+            end = qend + 4
+            if end > n:
+                return self.slow(data, client, tcp)
+            key = data[12:qend].lower() + data[qend:end]
+            template = self.answers.get(key) or self.table.slow.get(key)
+            if template is None:
+                return self.slow(data, client, tcp)
+            arcount = data[10] << 8 | data[11]
+            if arcount == 0:
+                if end != n:
+                    return self.slow(data, client, tcp)
+                edns = False
+                limit = 65535 if tcp else UDP_DEFAULT
+            elif arcount == 1 and data[end] == 0 and data[end + 1 : end + 3] == b"\x00\x29" and data[end + 6] == 0:
+                edns = True
+                limit = 65535 if tcp else max(UDP_DEFAULT, min(data[end + 3] << 8 | data[end + 4], OPT_PAYLOAD))
+            else:
+                return self.slow(data, client, tcp)
+            return self.stamp(data, key, template, qend, edns, limit)
+        except IndexError:
+            return self.slow(data, client, tcp)
+
+    def stamp(self, data: bytes, key: bytes, template: bytes, qend: int, edns: bool, limit: int) -> bytes:
+        """Response = client's ID + template flags with the client's RD/CD + the client's
+        spelling of the question + the template's records (+ OPT)."""
+        if len(template) + (11 if edns else 0) > limit:
+            template = self._fit(key, template, limit - (11 if edns else 0))
+        self.counts[(data[qend] << 8 | data[qend + 1], template[3] & 0x0F)] += 1
+        flags = bytes((template[2] | (data[2] & 0x01), template[3] | (data[3] & 0x10)))
+        if not edns:
+            return data[:2] + flags + template[4:12] + data[12:qend] + template[qend:]
+        arcount = (template[10] << 8 | template[11]) + 1
+        return data[:2] + flags + template[4:10] + arcount.to_bytes(2, "big") + data[12:qend] + template[qend:] + OPT_RR
+
+    def _fit(self, key: bytes, template: bytes, limit: int) -> bytes:
+        """Oversize answers are rare (large headless services); their fitted forms are
+        cached by template, so a changed answer never serves a stale fit."""
+        fitted = self._big.get((template, limit))
+        if fitted is None:
+            fitted = truncate(template, limit)
+            if len(self._big) > 1000:
+                self._big.clear()
+            self._big[(template, limit)] = fitted
+        return fitted
+
+    # --- slow path --------------------------------------------------------------------
+
+    def slow(self, data: bytes, client: str, tcp: bool) -> bytes | None | Awaitable[bytes | None]:
+        try:
+            return self._slow(data, client, tcp)
+        except Exception:
+            log.exception("answering a query from %s failed", client)
+            return self._count(header_only(data, SERVFAIL), 0, SERVFAIL)
+
+    def _slow(self, data: bytes, client: str, tcp: bool) -> bytes | None | Awaitable[bytes | None]:
+        if len(data) < 12 or data[2] & 0x80:  # too short to answer, or a response: drop
+            self.dropped += 1
+            return None
+        opcode = (data[2] >> 3) & 0x0F
+        try:
+            request = DNSRecord.parse(data)
+        except (DNSError, IndexError, ValueError, struct.error, UnicodeError):
+            return self._count(header_only(data, FORMERR), 0, FORMERR)
+        if opcode != 0:
+            return self._count(header_only(data, NOTIMP), 0, NOTIMP)
+        if len(request.questions) != 1 or request.rr or request.auth:
+            return self._count(header_only(data, FORMERR), 0, FORMERR)
+        q = request.q
+        opts = [r for r in request.ar if r.rtype == T_OPT]
+        if len(opts) > 1 or any(r.rtype == T_OPT and str(r.rname) not in (".", "") for r in request.ar):
+            return self._count(header_only(data, FORMERR), q.qtype, FORMERR)
+        edns = bool(opts)
+        if edns and (opts[0].ttl >> 16) & 0xFF != 0:  # EDNS version we do not speak
+            reply = request.reply()
+            reply.add_ar(EDNS0(ext_rcode=BADVERS >> 4, udp_len=OPT_PAYLOAD))
+            reply.header.rcode = BADVERS & 0x0F
+            return self._count(reply.pack(), q.qtype, BADVERS)
+        limit = 65535 if tcp else (max(UDP_DEFAULT, min(opts[0].rclass, OPT_PAYLOAD)) if edns else UDP_DEFAULT)
+        qname = str(q.qname).rstrip(".").lower()
+        if q.qclass != 1:
+            return self._refuse(request, edns)
+        if q.qtype in (T_AXFR, T_IXFR):
+            return self._refuse(request, edns)
+        client_ns = None
+        pod = self.state.pod_by_ip.get(client)
+        if pod is not None:
+            client_ns = pod.namespace
+        in_zone = self.resolver.zone_of(qname) is not None
+        if in_zone and not self.state.synced:  # never NXDOMAIN before the first full sync
+            return self._reply(request, Answer(SERVFAIL, rule="not synced yet"), qname, data, edns, limit, cache=False)
+        answer = self.resolver.resolve(qname, q.qtype, client_ns)
+        if answer is None:
+            if self.forwarder is not None:
+                return self.forwarder(data, request, client, tcp)
+            return self._refuse(request, edns)
+        cache = in_zone or qname.endswith(("in-addr.arpa", "ip6.arpa")) or qname.count(".") >= 1 and not qname.startswith("_")
+        return self._reply(request, answer, qname, data, edns, limit, cache=cache)
+
+    def _reply(self, request: DNSRecord, answer: Answer, qname: str, data: bytes, edns: bool, limit: int, cache: bool) -> bytes:
+        qtype = request.q.qtype
+        template = pack(qname, qtype, answer, recursion_available=self.table.recursion_available)
+        key = question_key(qname, qtype)
+        if cache and len(qname) <= 253:
+            self.table.slow[key] = template
+        qend = 12 + len(key) - 4
+        if data[12:qend].lower() != key[:-4]:  # question written with compression: no case copy
+            data = data[:12] + key
+        return self.stamp(data, key, template, qend, edns, limit)
+
+    def _refuse(self, request: DNSRecord, edns: bool) -> bytes:
+        reply = request.reply()
+        reply.header.aa = 0
+        reply.header.ra = int(self.table.recursion_available)
+        reply.header.rcode = REFUSED
+        if edns:
+            reply.add_ar(EDNS0(udp_len=OPT_PAYLOAD))
+        return self._count(reply.pack(), request.q.qtype, REFUSED)
+
+    def _count(self, wire: bytes | None, qtype: int, rcode: int) -> bytes | None:
+        if wire is None:
+            self.dropped += 1
+        else:
+            self.counts[(qtype, rcode)] += 1
+            wire = bytes(wire)  # dnslib packs into a bytearray; transports want bytes
+        return wire
+
+
+
+_COMMON = {0, 1, 2, 5, 6, 12, 15, 16, 28, 33, 35, 64, 65, 251, 252, 255}
+
+
+def qtype_name(qtype: int) -> str:
+    """A bounded metric label: common types by name, the rest as 'other'."""
+    return str(QTYPE.get(qtype)) if qtype in _COMMON else "other"
