@@ -129,6 +129,9 @@ class DnsHandler:
         if len(request.questions) != 1 or request.rr or request.auth:
             return self._count(header_only(data, FORMERR), 0, FORMERR)
         q = request.q
+        labels = q.qname.label
+        if any(len(label) > 63 for label in labels) or sum(len(label) + 1 for label in labels) + 1 > 255:
+            return self._count(header_only(data, FORMERR), 0, FORMERR)  # RFC 1035 limits
         opts = [r for r in request.ar if r.rtype == T_OPT]
         if len(opts) > 1 or any(r.rtype == T_OPT and str(r.rname) not in (".", "") for r in request.ar):
             return self._count(header_only(data, FORMERR), q.qtype, FORMERR)

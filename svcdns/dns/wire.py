@@ -41,7 +41,7 @@ def question_key(name: str, qtype: int) -> bytes:
 
 def pack(qname: str, qtype: int, answer: Answer, *, recursion_available: bool = False) -> bytes:
     """Pack an Answer into a template."""
-    header = DNSHeader(id=0, qr=1, aa=int(answer.authoritative), ra=int(recursion_available), rcode=answer.rcode)
+    header = DNSHeader(id=0, qr=1, rd=0, aa=int(answer.authoritative), ra=int(recursion_available), rcode=answer.rcode)
     msg = DNSRecord(header, q=DNSQuestion(qname or ".", qtype), rr=list(answer.answer), auth=list(answer.authority), ar=list(answer.additional))
     return bytes(msg.pack())
 
