@@ -11,8 +11,8 @@ rejected alone and never takes anything else down.
 
 from __future__ import annotations
 
-import ipaddress
 import re
+import socket
 import sys
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -43,7 +43,7 @@ class ObjectError(ValueError):
 
 
 def _get(obj: Mapping[str, Any], key: str, path: str) -> Any:
-    if not isinstance(obj, Mapping):
+    if not isinstance(obj, dict):
         raise ObjectError(path, f"must be a mapping, got {type(obj).__name__}")
     return obj.get(key)
 
@@ -52,7 +52,7 @@ def _map(obj: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
     value = _get(obj, key, path)
     if value is None:
         return {}
-    if not isinstance(value, Mapping):
+    if not isinstance(value, dict):
         raise ObjectError(_join(path, key), f"must be a mapping, got {type(value).__name__}")
     return value
 
@@ -97,11 +97,25 @@ def _protocol(obj: Mapping[str, Any], path: str) -> str:
     return intern(proto)
 
 
-def _ip(value: Any, path: str) -> str:
+def normalize_ip(value: Any) -> str | None:
+    """The canonical text of an IP address, or None. inet_pton is ~10x faster than the
+    ipaddress module, which matters at 100,000 endpoints."""
+    if not isinstance(value, str):
+        return None
     try:
-        return intern(str(ipaddress.ip_address(value)))
-    except ValueError:
-        raise ObjectError(path, f"not a valid IP address: {value!r}") from None
+        if ":" in value:
+            return socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, value))
+        socket.inet_pton(socket.AF_INET, value)  # strict dotted quad: no "010.1", no "1.2.3"
+        return value
+    except (OSError, ValueError):
+        return None
+
+
+def _ip(value: Any, path: str) -> str:
+    ip = normalize_ip(value)
+    if ip is None:
+        raise ObjectError(path, f"not a valid IP address: {value!r}")
+    return intern(ip)
 
 
 def _labels(obj: Mapping[str, Any], key: str, path: str) -> tuple[tuple[str, str], ...]:
@@ -302,7 +316,7 @@ class Service:
         lb_ips = tuple(
             _ip(v["ip"], f"status.loadBalancer.ingress[{i}].ip")
             for i, v in enumerate(ingress)
-            if isinstance(v, Mapping) and v.get("ip")
+            if isinstance(v, dict) and v.get("ip")
         )
         return cls(
             namespace=meta.namespace,
@@ -427,8 +441,8 @@ class EndpointSlice:
                     hostname=intern(hostname),
                     node_name=intern(_str(raw, "nodeName", path, "") or ""),
                     zone=intern(_str(raw, "zone", path, "") or ""),
-                    hint_zones=tuple(intern(str(z.get("name", ""))) for z in _list(hints, "forZones", f"{path}.hints") if isinstance(z, Mapping)),
-                    hint_nodes=tuple(intern(str(z.get("name", ""))) for z in _list(hints, "forNodes", f"{path}.hints") if isinstance(z, Mapping)),
+                    hint_zones=tuple(intern(str(z.get("name", ""))) for z in _list(hints, "forZones", f"{path}.hints") if isinstance(z, dict)),
+                    hint_nodes=tuple(intern(str(z.get("name", ""))) for z in _list(hints, "forNodes", f"{path}.hints") if isinstance(z, dict)),
                     target_name=intern(_str(target, "name", f"{path}.targetRef", "") or "") if target.get("kind", "Pod") == "Pod" else "",
                 )
             )
@@ -530,11 +544,11 @@ class Pod:
         meta = Meta.from_raw(obj)
         spec = _map(obj, "spec", "")
         status = _map(obj, "status", "")
-        raw_ips = [p.get("ip") for p in _list(status, "podIPs", "status") if isinstance(p, Mapping)]
+        raw_ips = [p.get("ip") for p in _list(status, "podIPs", "status") if isinstance(p, dict)]
         if not raw_ips and status.get("podIP"):
             raw_ips = [status["podIP"]]
         ips = tuple(_ip(ip, f"status.podIPs[{i}]") for i, ip in enumerate(raw_ips))
-        conditions = {c.get("type"): c.get("status") for c in _list(status, "conditions", "status") if isinstance(c, Mapping)}
+        conditions = {c.get("type"): c.get("status") for c in _list(status, "conditions", "status") if isinstance(c, dict)}
         # A hand-written manifest pod with an IP and no conditions is taken as running and ready.
         ready = conditions.get("Ready", "True") == "True"
         phase = _str(status, "phase", "status", "Running")

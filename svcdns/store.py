@@ -110,10 +110,14 @@ class ClusterState:
             self._pending.full = True
 
     def commit(self) -> Delta:
-        """Finish a batch: refresh derived indexes, tell subscribers what changed."""
+        """Finish a batch: refresh derived indexes, tell subscribers what changed.
+
+        Before the first full sync nothing is published: changes accumulate, and the
+        commit after ``mark_synced`` hands consumers everything once (a list of every
+        kind, or a manifest load, is compiled once, not once per kind)."""
+        if not self.synced or not self._pending:
+            return Delta()
         delta, self._pending = self._pending, Delta()
-        if not delta:
-            return delta
         self.generation += 1
         if delta.full:
             delta.services |= set(self.services) | set(self._service_endpoint_ips)

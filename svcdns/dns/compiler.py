@@ -88,8 +88,9 @@ class AnswerTable:
             self.answers[qkey] = pack(name, qtype, answer, recursion_available=self.recursion_available)
 
     def questions(self, svc: Service) -> Iterable[tuple[str, int]]:
-        """The questions precompiled for one service."""
-        address_types = (T_A, T_AAAA)
+        """The questions precompiled for one service: what pods and people ask often.
+        Rarer shapes (A on a named-port name, AAAA of one endpoint, ...) take the slow
+        path, whose answers are cached until the next change."""
         for zone in self.resolver.zones:
             fqdn = f"{svc.name}.{svc.namespace}.svc.{zone}"
             yield from ((fqdn, t) for t in (T_A, T_AAAA, T_SRV))
@@ -98,15 +99,13 @@ class AnswerTable:
                 continue
             for p in svc.ports:
                 if p.name:
-                    yield from ((f"_{p.name}._{p.protocol.lower()}.{fqdn}", t) for t in (T_SRV, *address_types))
+                    yield f"_{p.name}._{p.protocol.lower()}.{fqdn}", T_SRV
             if svc.headless:
                 for host in self._endpoint_names(svc):
-                    yield from ((f"{host}.{fqdn}", t) for t in address_types)
+                    yield f"{host}.{fqdn}", T_A
         short = f"{svc.name}.{svc.namespace}"
-        yield from ((short, t) for t in (T_A, T_AAAA, T_SRV))
-        for p in svc.ports:
-            if p.name:
-                yield f"_{p.name}._{p.protocol.lower()}.{short}", T_SRV
+        yield short, T_A
+        yield short, T_SRV
         for ip in svc.cluster_ips:
             yield reverse_name(ip), T_PTR
         for sl in self.state.service_slices(svc.key):

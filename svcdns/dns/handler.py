@@ -152,14 +152,16 @@ class DnsHandler:
         if pod is not None:
             client_ns = pod.namespace
         in_zone = self.resolver.zone_of(qname) is not None
-        if in_zone and not self.state.synced:  # never NXDOMAIN before the first full sync
+        reverse = qname.endswith((".in-addr.arpa", ".ip6.arpa"))
+        if (in_zone or reverse) and not self.state.synced:  # never NXDOMAIN before the first full sync
             return self._reply(request, Answer(SERVFAIL, rule="not synced yet"), qname, data, edns, limit, cache=False)
         answer = self.resolver.resolve(qname, q.qtype, client_ns)
         if answer is None:
             if self.forwarder is not None:
                 return self.forwarder(data, request, client, tcp)
             return self._refuse(request, edns)
-        cache = in_zone or qname.endswith(("in-addr.arpa", "ip6.arpa")) or qname.count(".") >= 1 and not qname.startswith("_")
+        # One-label names and "_port._proto.svc" depend on the asking pod's namespace: not cached.
+        cache = in_zone or reverse or (qname.count(".") >= 1 and not qname.startswith("_"))
         return self._reply(request, answer, qname, data, edns, limit, cache=cache)
 
     def _reply(self, request: DNSRecord, answer: Answer, qname: str, data: bytes, edns: bool, limit: int, cache: bool) -> bytes:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass
+
+from ..model import normalize_ip
 
 SVC = "svc"
 POD = "pod"
@@ -69,24 +72,23 @@ def reverse_ip(name: str) -> str | None:
         parts = name[: -len(".in-addr.arpa")].split(".")
         if len(parts) != 4:
             return None
-        try:
-            return str(ipaddress.IPv4Address(".".join(reversed(parts))))
-        except ValueError:
-            return None
+        return normalize_ip(".".join(reversed(parts)))
     if name.endswith(".ip6.arpa"):
         nibbles = name[: -len(".ip6.arpa")].split(".")
         if len(nibbles) != 32 or any(len(n) != 1 for n in nibbles):
             return None
         try:
-            return str(ipaddress.IPv6Address(int("".join(reversed(nibbles)), 16)))
+            return socket.inet_ntop(socket.AF_INET6, bytes.fromhex("".join(reversed(nibbles))))
         except ValueError:
             return None
     return None
 
 
 def reverse_name(ip: str) -> str:
-    """``10.0.0.1`` -> ``1.0.0.10.in-addr.arpa`` (no trailing dot)."""
-    return ipaddress.ip_address(ip).reverse_pointer
+    """``10.0.0.1`` -> ``1.0.0.10.in-addr.arpa`` (no trailing dot); ip is canonical text."""
+    if ":" not in ip:
+        return ".".join(reversed(ip.split("."))) + ".in-addr.arpa"
+    return ".".join(reversed(socket.inet_pton(socket.AF_INET6, ip).hex())) + ".ip6.arpa"
 
 
 def endpoint_hostname(address: str, hostname: str, target_name: str, endpoint_pod_names: bool) -> str:

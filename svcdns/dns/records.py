@@ -6,12 +6,11 @@ the slow path calls, so both paths always agree.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
-from dnslib import AAAA, CNAME, NS, PTR, RD, RR, SOA, SRV, TXT, A
 
-from ..model import Service, ip_family
+from ..model import Service, ip_family, normalize_ip
 from ..store import ClusterState
 from .names import InvalidName, Query, endpoint_hostname, parse_qname, pod_name_ip, reverse_ip
 
@@ -19,7 +18,19 @@ DNS_SCHEMA_VERSION = "1.1.0"
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
 T_A, T_NS, T_CNAME, T_SOA, T_PTR, T_HINFO, T_TXT, T_AAAA, T_SRV, T_ANY = 1, 2, 5, 6, 12, 13, 16, 28, 33, 255
 MAX_CNAME_CHAIN = 8
-HINFO_RFC8482 = RD(b"\x07RFC8482\x00")  # CPU "RFC8482", OS "" (dnslib has no HINFO class)
+
+
+class RR(NamedTuple):
+    """A resource record as data. Names are lowercase without the trailing dot.
+
+    ``data`` by type: A/AAAA an address; CNAME/PTR/NS a name; SRV (priority, weight,
+    port, target); TXT/HINFO a tuple of strings; SOA (mname, rname, serial, refresh,
+    retry, expire, minimum); any other type the raw RDATA bytes."""
+
+    name: str
+    rtype: int
+    ttl: int
+    data: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +102,7 @@ class Resolver:
             ns, glue = self._ns(zone)
             return Answer(NOERROR, ns, additional=glue, rule="zone apex NS")
         if base == "dns-version" and qtype == T_TXT:
-            return Answer(NOERROR, (RR(qname, T_TXT, rdata=TXT(DNS_SCHEMA_VERSION), ttl=28800),), rule="dns-version TXT")
+            return Answer(NOERROR, (RR(qname, T_TXT, 28800, (DNS_SCHEMA_VERSION,)),), rule="dns-version TXT")
         if base == "ns.dns" and qtype in (T_A, T_AAAA):
             want = 4 if qtype == T_A else 6
             recs = tuple(_address(qname, ip, self.cfg.ttl) for ip in self._ns_ips() if ip_family(ip) == want)
@@ -101,13 +112,13 @@ class Resolver:
         except _NameError as e:
             return Answer(NXDOMAIN, authority=(self.soa(zone),), rule=str(e))
         if qtype == T_ANY:  # RFC 8482: a minimal answer to ANY
-            return Answer(NOERROR, (RR(qname, T_HINFO, rdata=HINFO_RFC8482, ttl=self.cfg.ttl),), rule="ANY (RFC 8482)")
+            return Answer(NOERROR, (RR(qname, T_HINFO, self.cfg.ttl, ("RFC8482", "")),), rule="ANY (RFC 8482)")
         if qtype in (T_A, T_AAAA):
             return self._addresses(qname, qtype, zone, targets, rule, chain=0)
         if qtype == T_SRV:
             return self._srv(qname, zone, targets, rule)
         if qtype == T_CNAME:
-            recs = tuple(RR(qname, T_CNAME, rdata=CNAME(t.host + "."), ttl=self.cfg.ttl) for t in targets[:1] if not _is_ip(t.host))
+            recs = tuple(RR(qname, T_CNAME, self.cfg.ttl, t.host) for t in targets[:1] if not _is_ip(t.host))
             return self._positive(qname, zone, recs, rule)
         return self._positive(qname, zone, (), rule)
 
@@ -200,7 +211,7 @@ class Resolver:
             # ExternalName: a CNAME, followed when the target is one of ours.
             if t.host == qname:
                 continue
-            cname = RR(qname, T_CNAME, rdata=CNAME(t.host + "."), ttl=ttl)
+            cname = RR(qname, T_CNAME, ttl, t.host)
             target_zone = self.zone_of(t.host)
             if target_zone is None or chain >= MAX_CNAME_CHAIN:
                 records.append(cname)
@@ -227,7 +238,7 @@ class Resolver:
                 continue
             if (t.domain, t.port) not in seen_srv:
                 seen_srv.add((t.domain, t.port))
-                records.append(RR(qname, T_SRV, rdata=SRV(0, weight, t.port, t.domain + "."), ttl=ttl))
+                records.append(RR(qname, T_SRV, ttl, (0, weight, t.port, t.domain)))
             if (t.domain, t.host) not in seen_addr:
                 seen_addr.add((t.domain, t.host))
                 extra.append(_address(t.domain, t.host, ttl))
@@ -240,8 +251,7 @@ class Resolver:
 
     def soa(self, zone: str) -> RR:
         ttl = self.cfg.ttl
-        rdata = SOA(f"ns.dns.{zone}.", f"hostmaster.{zone}.", (self.cfg.serial, 7200, 1800, 86400, ttl))
-        return RR(zone, T_SOA, rdata=rdata, ttl=min(300, ttl))
+        return RR(zone, T_SOA, min(300, ttl), (f"ns.dns.{zone}", f"hostmaster.{zone}", self.cfg.serial, 7200, 1800, 86400, ttl))
 
     def _ns_ips(self) -> tuple[str, ...]:
         kube_dns = self.state.services.get(("kube-system", "kube-dns"))
@@ -251,7 +261,7 @@ class Resolver:
 
     def _ns(self, zone: str) -> tuple[tuple[RR, ...], tuple[RR, ...]]:
         target = f"ns.dns.{zone}"
-        ns = (RR(zone, T_NS, rdata=NS(target + "."), ttl=self.cfg.ttl),)
+        ns = (RR(zone, T_NS, self.cfg.ttl, target),)
         return ns, tuple(_address(target, ip, self.cfg.ttl) for ip in self._ns_ips())
 
     # --- reverse and short names --------------------------------------------------------
@@ -266,7 +276,7 @@ class Resolver:
             return None
         if qtype != T_PTR:
             return Answer(NOERROR, rule="NODATA: reverse name of a cluster address")
-        return Answer(NOERROR, tuple(RR(qname, T_PTR, rdata=PTR(n + "."), ttl=self.cfg.ttl) for n in names), rule="PTR")
+        return Answer(NOERROR, tuple(RR(qname, T_PTR, self.cfg.ttl, n) for n in names), rule="PTR")
 
     def reverse_names(self, ip: str) -> list[str]:
         zone = self.primary_zone
@@ -305,7 +315,7 @@ class Resolver:
             target = self._zone_answer(full, qtype if qtype != T_CNAME else T_A, self.primary_zone)
             if target.rcode != NOERROR:
                 continue
-            cname = RR(qname, T_CNAME, rdata=CNAME(full + "."), ttl=self.cfg.ttl)
+            cname = RR(qname, T_CNAME, self.cfg.ttl, full)
             if qtype == T_CNAME:
                 return Answer(NOERROR, (cname,), rule="short name CNAME")
             return Answer(NOERROR, (cname, *target.answer), additional=target.additional, rule=f"short name -> {target.rule}")
@@ -321,15 +331,11 @@ def _port_matches(q: Query, name: str, protocol: str) -> bool:
 
 
 def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
+    """Targets are validated addresses or ExternalName DNS names; a name never has ':'
+    and never ends in a digit-only label that parses as IPv4."""
+    return ":" in host or normalize_ip(host) is not None
 
 
 def _address(name: str, ip: str, ttl: int) -> RR:
-    if ip_family(ip) == 4:
-        return RR(name, T_A, rdata=A(ip), ttl=ttl)
-    return RR(name, T_AAAA, rdata=AAAA(ip), ttl=ttl)
+    return RR(name, T_A if ip_family(ip) == 4 else T_AAAA, ttl, ip)
 

@@ -10,9 +10,10 @@ query carried EDNS.
 
 from __future__ import annotations
 
+import socket
 import struct
 
-from dnslib import DNSHeader, DNSQuestion, DNSRecord
+from dnslib import DNSRecord
 
 from .records import Answer
 
@@ -39,11 +40,84 @@ def question_key(name: str, qtype: int) -> bytes:
     return encode_name(name) + struct.pack(">HH", qtype, CLASS_IN)
 
 
+T_A, T_NS, T_CNAME, T_SOA, T_PTR, T_HINFO, T_TXT, T_AAAA, T_SRV = 1, 2, 5, 6, 12, 13, 16, 28, 33
+
+
+class _Writer:
+    """A message under construction with RFC 1035 name compression (pointers only to
+    names written earlier; SRV targets are written uncompressed, as RFC 2782 asks)."""
+
+    __slots__ = ("buf", "names")
+
+    def __init__(self):
+        self.buf = bytearray(12)
+        self.names: dict[str, int] = {}
+
+    def name(self, name: str, compress: bool = True) -> None:
+        buf, names = self.buf, self.names
+        while name:
+            if compress:
+                at = names.get(name)
+                if at is not None:
+                    buf += (0xC000 | at).to_bytes(2, "big")
+                    return
+            if len(buf) < 0x3FFF:
+                names.setdefault(name, len(buf))
+            label, _, name = name.partition(".")
+            raw = label.encode() if label.isascii() else label.encode("idna")
+            buf.append(len(raw))
+            buf += raw
+        buf.append(0)
+
+    def strings(self, items) -> None:
+        for item in items:
+            raw = item.encode()[:255]
+            self.buf.append(len(raw))
+            self.buf += raw
+
+    def record(self, rr) -> None:
+        buf = self.buf
+        self.name(rr.name)
+        buf += struct.pack(">HHIH", rr.rtype, CLASS_IN, rr.ttl, 0)
+        start = len(buf)
+        t, data = rr.rtype, rr.data
+        if t == T_A:
+            buf += socket.inet_pton(socket.AF_INET, data)
+        elif t == T_AAAA:
+            buf += socket.inet_pton(socket.AF_INET6, data)
+        elif t in (T_CNAME, T_PTR, T_NS):
+            self.name(data)
+        elif t == T_SRV:
+            buf += struct.pack(">HHH", *data[:3])
+            self.name(data[3], compress=False)
+        elif t in (T_TXT, T_HINFO):
+            self.strings(data)
+        elif t == T_SOA:
+            self.name(data[0])
+            self.name(data[1])
+            buf += struct.pack(">IIIII", *data[2:])
+        else:
+            buf += data
+        struct.pack_into(">H", buf, start - 2, len(buf) - start)
+
+
 def pack(qname: str, qtype: int, answer: Answer, *, recursion_available: bool = False) -> bytes:
-    """Pack an Answer into a template."""
-    header = DNSHeader(id=0, qr=1, rd=0, aa=int(answer.authoritative), ra=int(recursion_available), rcode=answer.rcode)
-    msg = DNSRecord(header, q=DNSQuestion(qname or ".", qtype), rr=list(answer.answer), auth=list(answer.authority), ar=list(answer.additional))
-    return bytes(msg.pack())
+    """Pack an Answer into a template (ID 0, RD 0, lowercase question, no OPT).
+
+    Our own writer rather than dnslib's: compiling 10,000 services packs ~200,000
+    answers, and dnslib's label objects cost ~40 µs per answer against ~5 µs here."""
+    w = _Writer()
+    w.name(qname)
+    w.buf += struct.pack(">HH", qtype, CLASS_IN)
+    for rr in answer.answer:
+        w.record(rr)
+    for rr in answer.authority:
+        w.record(rr)
+    for rr in answer.additional:
+        w.record(rr)
+    flags = 0x8000 | (0x0400 if answer.authoritative else 0) | (0x0080 if recursion_available else 0) | (answer.rcode & 0x0F)
+    struct.pack_into(">HHHHHH", w.buf, 0, 0, flags, 1, len(answer.answer), len(answer.authority), len(answer.additional))
+    return bytes(w.buf)
 
 
 def truncate(template: bytes, limit: int) -> bytes:

@@ -186,7 +186,7 @@ class ManifestSource:
         self._on_error = on_error
 
     def load(self) -> None:
-        """First full read; marks the state synced."""
+        """First full read; marks the state synced (consumers compile once, here)."""
         self.poll()
         self.state.mark_synced()
         self.state.commit()
