@@ -32,7 +32,7 @@ def decode_key(key: bytes) -> tuple[str, int]:
     labels, i = [], 0
     while key[i]:
         n = key[i]
-        labels.append(key[i + 1 : i + 1 + n].decode())
+        labels.append(key[i + 1 : i + 1 + n].decode("latin-1"))
         i += 1 + n
     return ".".join(labels), struct.unpack(">H", key[i + 1 : i + 3])[0]
 
@@ -44,7 +44,7 @@ class AnswerTable:
     NODATA for namespaces, ...); it is bounded and emptied whenever the state changes.
     """
 
-    def __init__(self, state: ClusterState, resolver: Resolver, *, recursion_available: bool = False, slow_cache_size: int = 10000):
+    def __init__(self, state: ClusterState, resolver: Resolver, *, recursion_available: bool = False, slow_cache_size: int = 50000):
         self.state = state
         self.resolver = resolver
         self.recursion_available = recursion_available

@@ -17,7 +17,7 @@ from typing import Awaitable, Callable
 from dnslib import EDNS0, QTYPE, DNSError, DNSRecord
 
 from ..store import ClusterState
-from .compiler import AnswerTable
+from .compiler import AnswerTable, decode_key
 from .records import FORMERR, NOTIMP, REFUSED, SERVFAIL, Answer, Resolver
 from .wire import OPT_PAYLOAD, OPT_RR, header_only, pack, question_key, truncate
 
@@ -28,6 +28,7 @@ BADVERS = 16
 _QUERY_COUNTS = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0
 UDP_DEFAULT = 512
 T_AXFR, T_IXFR, T_OPT = 252, 251, 41
+_SLOW_TYPES = {b"\x00\xfc", b"\x00\xfb", b"\x00\x29"}  # AXFR, IXFR, OPT: slow path decides
 
 Forwarder = Callable[[bytes, DNSRecord, str, bool], Awaitable[bytes | None]]
 
@@ -66,8 +67,6 @@ class DnsHandler:
                 return self.slow(data, client, tcp)
             key = data[12:qend].lower() + data[qend:end]
             template = self.answers.get(key) or self.table.slow.get(key)
-            if template is None:
-                return self.slow(data, client, tcp)
             arcount = data[10] << 8 | data[11]
             if arcount == 0:
                 if end != n:
@@ -79,9 +78,34 @@ class DnsHandler:
                 limit = 65535 if tcp else max(UDP_DEFAULT, min(data[end + 3] << 8 | data[end + 4], OPT_PAYLOAD))
             else:
                 return self.slow(data, client, tcp)
+            if template is None:
+                template = self._resolve_parsed(key, client)
+                if template is None:
+                    return self.slow(data, client, tcp)
             return self.stamp(data, key, template, qend, edns, limit)
         except IndexError:
             return self.slow(data, client, tcp)
+
+    def _resolve_parsed(self, key: bytes, client: str) -> bytes | None:
+        """A well-formed IN query the tables do not hold (a search-path miss, a pod
+        record, ...): resolve it from the question bytes we already walked, without a
+        dnslib parse. None sends it down the slow path (forwarding, odd types, errors)."""
+        if key[-2:] != b"\x00\x01" or key[-4:-2] in _SLOW_TYPES:
+            return None
+        qname, qtype = decode_key(key.lower())
+        reverse = qname.endswith((".in-addr.arpa", ".ip6.arpa"))
+        in_zone = self.resolver.zone_of(qname) is not None
+        if not self.state.synced and (in_zone or reverse):
+            return pack(qname, qtype, Answer(SERVFAIL, rule="not synced yet"), recursion_available=self.table.recursion_available)
+        pod = self.state.pod_by_ip.get(client)
+        answer = self.resolver.resolve(qname, qtype, pod.namespace if pod is not None else None)
+        if answer is None:
+            return None
+        template = pack(qname, qtype, answer, recursion_available=self.table.recursion_available)
+        # One-label names and "_port._proto.svc" depend on the asking pod's namespace: not cached.
+        if in_zone or reverse or (qname.count(".") >= 1 and not qname.startswith("_")):
+            self.table.slow[key] = template
+        return template
 
     def stamp(self, data: bytes, key: bytes, template: bytes, qend: int, edns: bool, limit: int) -> bytes:
         """Response = client's ID + template flags with the client's RD/CD + the client's
