@@ -1,0 +1,455 @@
+"""ClusterIP allocation for Services from manifests, done the way the API server does it.
+
+A Service applied to a real cluster without ``spec.clusterIP`` gets one from
+``--service-cluster-ip-range``; manifests on disk have nobody to do that, so svcdns does.
+The rules follow kube-apiserver's ipallocator:
+
+- Usable addresses: IPv4 drops the network and broadcast addresses, IPv6 only the network
+  (subnet-router anycast) address.
+- The first usable address belongs to ``default/kubernetes``; it is held back even when no
+  such service exists, and given to it when it asks for none.
+- KEP-3070 band split: the lowest ``min(max(16, size/16), 256)`` addresses (none for
+  ranges of 16 addresses or fewer) are the *static* band, kept for addresses written by
+  hand; dynamic allocation uses the upper band and falls back to the lower one only when
+  the upper band is full.
+
+Unlike the API server (random start, state in etcd), the choice is a pure function of the
+service's namespace/name: a hash picks the start, linear probing resolves collisions. The
+same manifests therefore give the same addresses after a restart, and
+:class:`ClusterIPAllocator` keeps addresses stable across reloads of a running server.
+
+Requested addresses are validated (outside the range, network/broadcast, the reserved
+address, taken by another service); on a clash the older service keeps the address
+(creationTimestamp, then manifest order) and the other is refused, naming both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+from dataclasses import dataclass, replace
+from typing import Callable, Iterable, Sequence
+
+from .model import Service, ip_family
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+KUBERNETES: Key = ("default", "kubernetes")
+FLAG = "--service-cluster-ip-range"
+
+# kube-apiserver's calculateRangeOffset: min(max(STATIC_MIN, size/STATIC_STEP), STATIC_MAX).
+STATIC_MIN, STATIC_MAX, STATIC_STEP = 16, 256, 16
+# kube-apiserver refuses IPv4 ranges above 20 host bits (/12); IPv6 service CIDRs must be /64 or longer.
+MIN_V4_PREFIX, MIN_V6_PREFIX = 12, 64
+
+
+class RangeError(ValueError):
+    """A --service-cluster-ip-range value that cannot work; the message says why."""
+
+
+def family_name(family: int) -> str:
+    return f"IPv{family}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceCIDR:
+    """One service range. Addresses are numbered by *index*: 0 is the first usable address
+    (network + 1, reserved for default/kubernetes), ``size - 1`` the last."""
+
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    family: int
+    first: int  # integer value of index 0
+    size: int  # usable addresses
+    static_size: int  # indexes [0, static_size) are the static band
+
+    @classmethod
+    def parse(cls, text: str) -> "ServiceCIDR":
+        text = text.strip()
+        if "/" not in text:
+            try:
+                ipaddress.ip_address(text)
+            except ValueError:
+                raise RangeError(f"{text!r} is not a CIDR (for example 10.96.0.0/12 or fd00:10:96::/112)") from None
+            raise RangeError(f"{text!r} needs a prefix length (for example {text}/{112 if ':' in text else 16})")
+        try:
+            net = ipaddress.ip_network(text)
+        except ValueError:
+            try:
+                loose = ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise RangeError(f"{text!r} is not a CIDR (for example 10.96.0.0/12 or fd00:10:96::/112)") from None
+            raise RangeError(f"{text!r} has host bits set; did you mean {loose}?") from None
+        family = net.version
+        if family == 4 and net.prefixlen < MIN_V4_PREFIX:
+            raise RangeError(f"{net} is too large: IPv4 service ranges may hold at most 2^20 addresses (/{MIN_V4_PREFIX}), as in kube-apiserver")
+        if family == 6 and net.prefixlen < MIN_V6_PREFIX:
+            raise RangeError(f"{net} is too large: IPv6 service ranges must be /{MIN_V6_PREFIX} or longer")
+        total = net.num_addresses
+        size = total - (2 if family == 4 else 1)
+        if size < 2:
+            raise RangeError(f"{net} is too small: no address would be left besides the one reserved for default/kubernetes")
+        static_size = 0 if total <= STATIC_MIN else min(max(STATIC_MIN, total // STATIC_STEP), STATIC_MAX)
+        return cls(net, family, int(net.network_address) + 1, size, static_size)
+
+    def __str__(self) -> str:
+        return str(self.network)
+
+    def address(self, index: int) -> str:
+        cls = ipaddress.IPv4Address if self.family == 4 else ipaddress.IPv6Address
+        return str(cls(self.first + index))
+
+    def locate(self, ip: str) -> tuple[int, str]:
+        """(index, "") for an address services may hold, else (-1, why not)."""
+        addr = ipaddress.ip_address(ip)
+        if addr not in self.network:
+            return -1, f"not in {FLAG} {self.network}"
+        if addr == self.network.network_address:
+            return -1, f"the network address of {self.network}"
+        if self.family == 4 and addr == self.network.broadcast_address:
+            return -1, f"the broadcast address of {self.network}"
+        return int(addr) - self.first, ""
+
+    def band(self, index: int) -> str:
+        return "static" if index < self.static_size else "dynamic"
+
+    @property
+    def dynamic_start(self) -> int:
+        return self.static_size or 1  # index 0 is reserved either way
+
+
+def parse_service_cidrs(value: str) -> tuple[ServiceCIDR, ...]:
+    """``CIDR[,CIDR]``: one range, or one IPv4 and one IPv6 range (the first is primary)."""
+    parts = [p for p in value.split(",")]
+    if not value.strip() or any(not p.strip() for p in parts):
+        raise RangeError(f"{value!r}: expected CIDR or CIDR,CIDR")
+    cidrs = tuple(ServiceCIDR.parse(p) for p in parts)
+    if len(cidrs) > 2 or (len(cidrs) == 2 and cidrs[0].family == cidrs[1].family):
+        raise RangeError(f"{value!r}: give at most one IPv4 and one IPv6 range")
+    return cidrs
+
+
+# --- results -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """One address held by a service. ``mode`` is static (written in the manifest) or
+    dynamic (chosen by svcdns), as KEP-3070 names them."""
+
+    key: Key
+    family: int
+    address: str
+    mode: str
+
+    def __str__(self) -> str:
+        return f"{self.key[0]}/{self.key[1]} {family_name(self.family)} {self.address} {self.mode}"
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationError:
+    """A service that got no address (or not the one it asked for)."""
+
+    key: Key
+    address: str  # "" when the problem is not one address
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.key[0]}/{self.key[1]}: {self.address or '-'}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    cidr: ServiceCIDR
+    static_used: int
+    dynamic_used: int
+    reserved_held: bool  # index 0 is free, held back for default/kubernetes
+
+    def __str__(self) -> str:
+        c = self.cidr
+        used = self.static_used + self.dynamic_used
+        text = f"{c} ({family_name(c.family)}): {used} of {c.size} addresses allocated"
+        if c.static_size:
+            text += f"; static band {c.address(0)}-{c.address(c.static_size - 1)}: {self.static_used} of {c.static_size}"
+        else:
+            text += f"; no static band (ranges of {STATIC_MIN} addresses or fewer have none)"
+        start = c.static_size
+        text += f"; dynamic band {c.address(start)}-{c.address(c.size - 1)}: {self.dynamic_used} of {c.size - start}"
+        if self.reserved_held:
+            text += f"; {c.address(0)} held back for default/kubernetes"
+        return text
+
+
+@dataclass
+class Allocation:
+    """The outcome for one set of services."""
+
+    cidrs: tuple[ServiceCIDR, ...]
+    services: list[Service]  # to serve, input order: clusterIPs filled in, refused ones left out
+    assignments: list[Assignment]  # sorted by range, then address
+    errors: list[AllocationError]
+    kept: list[Key]  # refused now, serving their previous version instead
+
+    def usage(self) -> list[Usage]:
+        out = []
+        for c in self.cidrs:
+            static = dynamic = 0
+            reserved_held = True
+            for a in self.assignments:
+                if a.family != c.family:
+                    continue
+                index = c.locate(a.address)[0]
+                reserved_held = reserved_held and index != 0
+                if c.band(index) == "static":
+                    static += 1
+                else:
+                    dynamic += 1
+            out.append(Usage(c, static, dynamic, reserved_held))
+        return out
+
+
+# --- the allocator ---------------------------------------------------------------------
+
+
+def wanted_families(svc: Service, configured: Sequence[int]) -> tuple[tuple[int, ...], str]:
+    """The families a service gets addresses in, primary first, or ((), why not).
+    ipFamilyPolicy defaults as the API server defaults it: RequireDualStack when two
+    clusterIPs or two ipFamilies are given, else SingleStack."""
+    requested = tuple(ip_family(ip) for ip in svc.cluster_ips)
+    asked = tuple(4 if f == "IPv4" else 6 for f in svc.ip_families)
+    if asked and requested and asked[: len(requested)] != requested[: len(asked)]:
+        return (), f"spec.ipFamilies {list(svc.ip_families)} does not match the families of spec.clusterIPs"
+    policy = svc.ip_family_policy or ("RequireDualStack" if len(requested) == 2 or len(asked) == 2 else "SingleStack")
+    order = tuple(dict.fromkeys(requested + asked + tuple(configured)))
+    if policy == "SingleStack":
+        if len(requested) > 1 or len(asked) > 1:
+            return (), "ipFamilyPolicy SingleStack allows addresses of one IP family only"
+        families = order[:1]
+    elif policy == "PreferDualStack":
+        families = tuple(f for f in order if f in configured or f in requested)[:2]
+    else:
+        if len(configured) < 2:
+            return (), f"ipFamilyPolicy RequireDualStack needs an IPv4 and an IPv6 {FLAG}"
+        families = order[:2]
+    for f in families:
+        if f not in configured and f not in requested:
+            return (), f"no {family_name(f)} {FLAG} is configured"
+    return families, ""
+
+
+def _start(key: Key, family: int, span: int) -> int:
+    digest = hashlib.blake2b(f"{key[0]}/{key[1]}/{family}".encode(), digest_size=16).digest()
+    return int.from_bytes(digest, "big") % span
+
+
+class _Run:
+    """One allocation pass. Phases, in order of precedence:
+    1. requested addresses, oldest service first (they were there first);
+    2. refused services fall back to the version served before, if its addresses are free;
+    3. dynamic addresses a running server handed out before stay where they are;
+    4. the rest are chosen by hash, upper band first."""
+
+    def __init__(self, services: Sequence[Service], cidrs: tuple[ServiceCIDR, ...], previous: Allocation | None):
+        self.services = services
+        self.cidrs = cidrs
+        self.configured = tuple(c.family for c in cidrs)
+        self.by_family = {c.family: c for c in cidrs}
+        self.previous = previous
+        self.held: dict[int, dict[int, Key]] = {c.family: {} for c in cidrs}  # family -> index -> holder
+        self.got: dict[Key, dict[int, tuple[str, str]]] = {}  # key -> family -> (address, mode)
+        self.families: dict[Key, tuple[int, ...]] = {}
+        self.refused: set[Key] = set()
+        self.kept: dict[Key, Service] = {}
+        self.errors: list[AllocationError] = []
+        order = {svc.key: i for i, svc in enumerate(services)}
+        # A service with a creationTimestamp existed in a cluster; one without is newer.
+        self.age = lambda s: ((0, s.creation) if s.creation else (1, ""), order[s.key])
+        self.by_key = {s.key: s for s in services}
+
+    # --- the pool ------------------------------------------------------------------------
+
+    def check(self, key: Key, ip: str) -> tuple[int, str]:
+        """(index, "") if ``key`` may take ``ip`` now, else (-1, reason)."""
+        family = ip_family(ip)
+        cidr = self.by_family.get(family)
+        if cidr is None:
+            return -1, f"no {family_name(family)} {FLAG} is configured"
+        index, why = cidr.locate(ip)
+        if why:
+            return -1, why
+        if index == 0 and key != KUBERNETES:
+            return -1, f"reserved for default/kubernetes (the first address of {cidr})"
+        holder = self.held[family].get(index)
+        if holder is not None and holder != key:
+            return -1, f"already allocated to {holder[0]}/{holder[1]}{self._why_holder_wins(holder, key)}"
+        return index, ""
+
+    def _why_holder_wins(self, holder: Key, key: Key) -> str:
+        """Say why the other service keeps the address, so the user knows which to fix."""
+        a, b = self.by_key.get(holder), self.by_key.get(key)
+        if a is None or b is None or holder == KUBERNETES:
+            return ""
+        if a.creation and b.creation and a.creation != b.creation:
+            return f", created earlier ({a.creation})"
+        if a.creation and not b.creation:
+            return f", which has a creationTimestamp ({a.creation}) and this one none"
+        return ", defined earlier in the manifests"
+
+    def take(self, key: Key, family: int, index: int, mode: str) -> None:
+        self.held[family][index] = key
+        self.got.setdefault(key, {})[family] = (self.by_family[family].address(index), mode)
+
+    def release(self, key: Key) -> None:
+        for family, (ip, _) in self.got.pop(key, {}).items():
+            self.held[family].pop(self.by_family[family].locate(ip)[0], None)
+
+    def next_free(self, key: Key, family: int) -> int:
+        """Hash-chosen free index: the dynamic band first, then the static band; -1 if full."""
+        cidr, held = self.by_family[family], self.held[family]
+        if key == KUBERNETES and 0 not in held:
+            return 0
+        for lo, hi in ((cidr.dynamic_start, cidr.size), (1, cidr.static_size)):
+            span = hi - lo
+            if span <= 0:
+                continue
+            start = _start(key, family, span)
+            for i in range(span):
+                index = lo + (start + i) % span
+                if index not in held:
+                    return index
+        return -1
+
+    # --- the phases ----------------------------------------------------------------------
+
+    def requested(self) -> None:
+        candidates = [s for s in self.services if not s.headless and s.type != "ExternalName"]
+        for svc in sorted(candidates, key=lambda s: (s.key != KUBERNETES, self.age(s))):
+            fams, why = wanted_families(svc, self.configured)
+            if why:
+                self.refuse(svc.key, [AllocationError(svc.key, ",".join(svc.cluster_ips), why)])
+                continue
+            checks = [(ip, *self.check(svc.key, ip)) for ip in svc.cluster_ips]
+            problems = [AllocationError(svc.key, ip, reason) for ip, _, reason in checks if reason]
+            if problems:
+                self.refuse(svc.key, problems)
+                continue
+            self.families[svc.key] = fams
+            self.got[svc.key] = {}
+            for ip, index, _ in checks:
+                self.take(svc.key, ip_family(ip), index, "static")
+
+    def refuse(self, key: Key, problems: list[AllocationError]) -> None:
+        self.errors.extend(problems)
+        self.refused.add(key)
+        self.release(key)
+        self.families.pop(key, None)
+
+    def keep_previous(self) -> None:
+        if self.previous is None:
+            return
+        before = {s.key: s for s in self.previous.services}
+        modes = {(a.key, a.family): a.mode for a in self.previous.assignments}
+        for key in sorted(self.refused, key=lambda k: self.age(self.by_key[k])):
+            old = before.get(key)
+            if old is None or not old.cluster_ips:
+                continue
+            checks = [self.check(key, ip) for ip in old.cluster_ips]
+            if any(reason for _, reason in checks):
+                continue
+            self.got[key] = {}
+            for ip, (index, _) in zip(old.cluster_ips, checks):
+                self.take(key, ip_family(ip), index, modes.get((key, ip_family(ip)), "static"))
+            self.kept[key] = old
+
+    def pending(self) -> list[tuple[Service, int]]:
+        return [
+            (svc, fam)
+            for svc in sorted((self.by_key[k] for k in self.families), key=self.age)
+            for fam in self.families[svc.key]
+            if fam not in self.got.get(svc.key, {})
+        ]
+
+    def restore_dynamic(self) -> None:
+        if self.previous is None:
+            return
+        before = {(a.key, a.family): a for a in self.previous.assignments if a.mode == "dynamic"}
+        for svc, family in self.pending():
+            prev = before.get((svc.key, family))
+            if prev is not None and ip_family(prev.address) == family:
+                index, reason = self.check(svc.key, prev.address)
+                if not reason:
+                    self.take(svc.key, family, index, "dynamic")
+
+    def fill(self) -> None:
+        for svc, family in self.pending():
+            if svc.key in self.refused:
+                continue
+            index = self.next_free(svc.key, family)
+            if index < 0:
+                cidr = self.by_family[family]
+                self.refuse(svc.key, [AllocationError(svc.key, "", f"{FLAG} {cidr} is full ({cidr.size - 1} addresses besides the reserved one)")])
+                continue
+            self.take(svc.key, family, index, "dynamic")
+
+    def result(self) -> Allocation:
+        served = []
+        for svc in self.services:
+            if svc.key in self.kept:
+                served.append(self.kept[svc.key])
+            elif svc.key in self.families:
+                ips = tuple(self.got[svc.key][f][0] for f in self.families[svc.key])
+                served.append(svc if ips == svc.cluster_ips else replace(svc, cluster_ips=ips))
+            elif svc.key not in self.refused:
+                served.append(svc)  # headless, ExternalName
+        rank = {f: i for i, f in enumerate(self.configured)}
+        assignments = sorted(
+            (Assignment(key, fam, ip, mode) for key, per in self.got.items() for fam, (ip, mode) in per.items()),
+            key=lambda a: (rank[a.family], int(ipaddress.ip_address(a.address))),
+        )
+        return Allocation(self.cidrs, served, assignments, self.errors, list(self.kept))
+
+
+def allocate(services: Sequence[Service], cidrs: Sequence[ServiceCIDR], previous: Allocation | None = None) -> Allocation:
+    """Give every service its ClusterIPs. ``services`` come in manifest order (the
+    tie-breaker for age); ``previous`` is the last allocation of a running server, whose
+    dynamic addresses stay put and whose served versions stand in for refused ones."""
+    run = _Run(services, tuple(cidrs), previous)
+    run.requested()
+    run.keep_previous()
+    run.restore_dynamic()
+    run.fill()
+    return run.result()
+
+
+class ClusterIPAllocator:
+    """The allocator of a running source: remembers the last allocation so addresses stay
+    put across reloads, and logs each problem once. Call it with every Service (the
+    ManifestSource ``services_hook``); it returns the Services to serve."""
+
+    def __init__(self, cidrs: Iterable[ServiceCIDR], on_error: Callable[[AllocationError], None] | None = None):
+        self.cidrs = tuple(cidrs)
+        self.last: Allocation | None = None
+        self._reported: set[str] = set()
+        self._on_error = on_error
+
+    def __call__(self, services: list[Service]) -> list[Service]:
+        alloc = allocate(services, self.cidrs, self.last)
+        messages = {str(e) for e in alloc.errors}
+        for err in alloc.errors:
+            if str(err) not in self._reported:
+                if err.key in alloc.kept:
+                    log.error("%s; serving its previous version until this is fixed", err)
+                else:
+                    log.error("%s; service not served", err)
+                if self._on_error:
+                    self._on_error(err)
+        self._reported = messages
+        if self.last is not None:
+            before = {(a.key, a.family): a.address for a in self.last.assignments}
+            for a in alloc.assignments:
+                old = before.get((a.key, a.family))
+                if old is not None and old != a.address:
+                    log.warning("%s/%s: ClusterIP moved from %s to %s", a.key[0], a.key[1], old, a.address)
+        self.last = alloc
+        return alloc.services
