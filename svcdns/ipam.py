@@ -21,6 +21,11 @@ same manifests therefore give the same addresses after a restart, and
 Requested addresses are validated (outside the range, network/broadcast, the reserved
 address, taken by another service); on a clash the older service keeps the address
 (creationTimestamp, then manifest order) and the other is refused, naming both.
+
+Wiring: any command that loads manifests passes the allocator as the source's hook,
+``ManifestSource(paths, state, services_hook=ClusterIPAllocator(cidrs))``, with
+``cidrs`` from ``--service-cluster-ip-range`` (``cli.add_service_cidr_flag``). A live
+API source needs none: the API server has allocated already.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Sequence
 
 from .model import Service, ip_family
@@ -142,6 +147,7 @@ class Assignment:
     family: int
     address: str
     mode: str
+    index: int = -1  # position in its range (saves re-parsing the address on reload)
 
     def __str__(self) -> str:
         return f"{self.key[0]}/{self.key[1]} {family_name(self.family)} {self.address} {self.mode}"
@@ -190,6 +196,7 @@ class Allocation:
     assignments: list[Assignment]  # sorted by range, then address
     errors: list[AllocationError]
     kept: list[Key]  # refused now, serving their previous version instead
+    inputs: dict[Key, Service] = field(default_factory=dict)  # the services as given, for reuse on reload
 
     def usage(self) -> list[Usage]:
         out = []
@@ -199,9 +206,8 @@ class Allocation:
             for a in self.assignments:
                 if a.family != c.family:
                     continue
-                index = c.locate(a.address)[0]
-                reserved_held = reserved_held and index != 0
-                if c.band(index) == "static":
+                reserved_held = reserved_held and a.index != 0
+                if c.band(a.index) == "static":
                     static += 1
                 else:
                     dynamic += 1
@@ -257,7 +263,7 @@ class _Run:
         self.by_family = {c.family: c for c in cidrs}
         self.previous = previous
         self.held: dict[int, dict[int, Key]] = {c.family: {} for c in cidrs}  # family -> index -> holder
-        self.got: dict[Key, dict[int, tuple[str, str]]] = {}  # key -> family -> (address, mode)
+        self.got: dict[Key, dict[int, tuple[int, str]]] = {}  # key -> family -> (index, mode)
         self.families: dict[Key, tuple[int, ...]] = {}
         self.refused: set[Key] = set()
         self.kept: dict[Key, Service] = {}
@@ -278,6 +284,10 @@ class _Run:
         index, why = cidr.locate(ip)
         if why:
             return -1, why
+        return self.check_index(key, family, index)
+
+    def check_index(self, key: Key, family: int, index: int) -> tuple[int, str]:
+        cidr = self.by_family[family]
         if index == 0 and key != KUBERNETES:
             return -1, f"reserved for default/kubernetes (the first address of {cidr})"
         holder = self.held[family].get(index)
@@ -298,11 +308,11 @@ class _Run:
 
     def take(self, key: Key, family: int, index: int, mode: str) -> None:
         self.held[family][index] = key
-        self.got.setdefault(key, {})[family] = (self.by_family[family].address(index), mode)
+        self.got.setdefault(key, {})[family] = (index, mode)
 
     def release(self, key: Key) -> None:
-        for family, (ip, _) in self.got.pop(key, {}).items():
-            self.held[family].pop(self.by_family[family].locate(ip)[0], None)
+        for family, (index, _) in self.got.pop(key, {}).items():
+            self.held[family].pop(index, None)
 
     def next_free(self, key: Key, family: int) -> int:
         """Hash-chosen free index: the dynamic band first, then the static band; -1 if full."""
@@ -373,13 +383,15 @@ class _Run:
     def restore_dynamic(self) -> None:
         if self.previous is None:
             return
+        same = self.previous.cidrs == self.cidrs
         before = {(a.key, a.family): a for a in self.previous.assignments if a.mode == "dynamic"}
         for svc, family in self.pending():
             prev = before.get((svc.key, family))
-            if prev is not None and ip_family(prev.address) == family:
-                index, reason = self.check(svc.key, prev.address)
-                if not reason:
-                    self.take(svc.key, family, index, "dynamic")
+            if prev is None:
+                continue
+            index, reason = self.check_index(svc.key, family, prev.index) if same else self.check(svc.key, prev.address)
+            if not reason:
+                self.take(svc.key, family, index, "dynamic")
 
     def fill(self) -> None:
         for svc, family in self.pending():
@@ -393,21 +405,32 @@ class _Run:
             self.take(svc.key, family, index, "dynamic")
 
     def result(self) -> Allocation:
-        served = []
-        for svc in self.services:
-            if svc.key in self.kept:
-                served.append(self.kept[svc.key])
-            elif svc.key in self.families:
-                ips = tuple(self.got[svc.key][f][0] for f in self.families[svc.key])
-                served.append(svc if ips == svc.cluster_ips else replace(svc, cluster_ips=ips))
-            elif svc.key not in self.refused:
-                served.append(svc)  # headless, ExternalName
         rank = {f: i for i, f in enumerate(self.configured)}
         assignments = sorted(
-            (Assignment(key, fam, ip, mode) for key, per in self.got.items() for fam, (ip, mode) in per.items()),
-            key=lambda a: (rank[a.family], int(ipaddress.ip_address(a.address))),
+            (Assignment(key, fam, self.by_family[fam].address(index), mode, index) for key, per in self.got.items() for fam, (index, mode) in per.items()),
+            key=lambda a: (rank[a.family], a.index),
         )
-        return Allocation(self.cidrs, served, assignments, self.errors, list(self.kept))
+        address = {(a.key, a.family): a.address for a in assignments}
+        # Reuse last reload's record when neither the service nor its addresses changed:
+        # cheaper than a new one, and the state then sees nothing to update.
+        prev_in = self.previous.inputs if self.previous else {}
+        prev_out = {s.key: s for s in self.previous.services} if self.previous else {}
+        served = []
+        for svc in self.services:
+            key = svc.key
+            if key in self.kept:
+                served.append(self.kept[key])
+            elif key in self.families:
+                ips = tuple(address[key, f] for f in self.families[key])
+                if ips == svc.cluster_ips:
+                    served.append(svc)
+                elif prev_in.get(key) is svc and key in prev_out and prev_out[key].cluster_ips == ips:
+                    served.append(prev_out[key])
+                else:
+                    served.append(replace(svc, cluster_ips=ips))
+            elif key not in self.refused:
+                served.append(svc)  # headless, ExternalName
+        return Allocation(self.cidrs, served, assignments, self.errors, list(self.kept), self.by_key)
 
 
 def allocate(services: Sequence[Service], cidrs: Sequence[ServiceCIDR], previous: Allocation | None = None) -> Allocation:

@@ -273,6 +273,15 @@ def test_addresses_stay_put_across_reloads(tmp_path):
     assert len(set(after.values())) == 20
 
 
+def test_reload_reports_only_the_services_that_changed(tmp_path):
+    """Allocation runs over all services, but DNS must recompile only what changed."""
+    state, source = source_with(tmp_path, manifest(*[f"ns/s{i}" for i in range(50)]), V4)
+    deltas = []
+    state.subscribe(deltas.append)
+    reload(source, manifest(*[f"ns/s{i}" for i in range(50)], "ns/newcomer"))
+    assert [d.services for d in deltas] == [{("ns", "newcomer")}]
+
+
 def test_deleted_service_frees_its_address(tmp_path, caplog):
     caplog.set_level(logging.ERROR)
     state, source = source_with(tmp_path, manifest("ns/a=10.0.0.7", "ns/b=10.0.0.7"), V4)
