@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import sys
 
 from .config import ConfigError, ServeConfig, parse_hostport
@@ -45,11 +46,10 @@ def _namespace(value: str) -> str:
 
 def _bytes(value: str) -> int:
     units = {"": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2}
-    number = value.rstrip("KMiBkmib")
-    unit = value[len(number):].lower()
-    if not number.isdigit() or unit not in units:
+    match = re.fullmatch(r"(\d+)\s*([a-zA-Z]*)", value.strip())
+    if not match or match[2].lower() not in units:
         raise argparse.ArgumentTypeError(f"{value!r} is not a size (bytes, or with KiB/MiB)")
-    return int(number) * units[unit]
+    return int(match[1]) * units[match[2].lower()]
 
 
 def add_service_cidr_flag(parser: argparse.ArgumentParser) -> None:

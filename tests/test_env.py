@@ -197,7 +197,7 @@ def manifest(tmp_path_factory) -> Path:
 
 
 def svcdns(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "svcdns", *args], capture_output=True, text=True, timeout=60, **kwargs)
+    return subprocess.run([sys.executable, "-m", "svcdns", *args], capture_output=True, text=True, timeout=60, check=False, **kwargs)
 
 
 @pytest.mark.parametrize("namespace,links,want", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -370,3 +370,27 @@ def test_allocated_addresses_reach_the_environment(tmp_path):
     assert env["KUBERNETES_SERVICE_HOST"] == "10.96.0.1" == rows["default/kubernetes"]
     assert env["CACHE_SERVICE_HOST"] == rows["default/cache"]
     assert env["CACHE_PORT_11211_TCP"] == f"tcp://{rows['default/cache']}:11211"
+
+
+def test_in_cluster_without_live_source_fails_clearly(tmp_path, monkeypatch, capsys):
+    """Inside a pod (kubelet's KUBERNETES_SERVICE_HOST and a service-account token) no
+    source flag is needed; until the API source lands that must fail, not print nothing."""
+    from svcdns import cli, oneshot
+
+    token = tmp_path / "token"
+    token.write_text("t")
+    monkeypatch.setattr(oneshot, "SERVICE_ACCOUNT_TOKEN", str(token))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    args = cli.build_parser().parse_args(["env", "--namespace", "default"])
+    assert args.run(args) == 1  # (not cli.main: it would reconfigure logging for the whole test run)
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err.startswith("error: in-cluster: reading Services from the Kubernetes API is not available in this build")
+
+
+def test_range_flag_reaches_serve_config():
+    from svcdns import cli
+
+    args = cli.build_parser().parse_args(["serve", "--service-cluster-ip-range", "10.96.0.0/12,fd00:10:96::/112"])
+    assert [str(c) for c in cli.serve_config(args).service_cidrs] == ["10.96.0.0/12", "fd00:10:96::/112"]
+    assert cli.serve_config(cli.build_parser().parse_args(["serve"])).service_cidrs == ()

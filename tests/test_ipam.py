@@ -47,22 +47,22 @@ def addresses(alloc) -> dict[str, tuple[str, ...]]:
 
 # (range, usage line of an empty range): usable size, static band, dynamic band
 GEOMETRY = [
-    ("10.0.0.0/28", "10.0.0.0/28 (IPv4): 0 of 14 addresses allocated; no static band (ranges of 16 addresses or fewer have none); "
-     "dynamic band 10.0.0.1-10.0.0.14: 0 of 14; 10.0.0.1 held back for default/kubernetes"),
-    ("10.0.0.0/27", "10.0.0.0/27 (IPv4): 0 of 30 addresses allocated; static band 10.0.0.1-10.0.0.16: 0 of 16; "
-     "dynamic band 10.0.0.17-10.0.0.30: 0 of 14; 10.0.0.1 held back for default/kubernetes"),
-    ("10.0.0.0/24", "10.0.0.0/24 (IPv4): 0 of 254 addresses allocated; static band 10.0.0.1-10.0.0.16: 0 of 16; "
-     "dynamic band 10.0.0.17-10.0.0.254: 0 of 238; 10.0.0.1 held back for default/kubernetes"),
-    ("10.0.0.0/21", "10.0.0.0/21 (IPv4): 0 of 2046 addresses allocated; static band 10.0.0.1-10.0.0.128: 0 of 128; "
-     "dynamic band 10.0.0.129-10.0.7.254: 0 of 1918; 10.0.0.1 held back for default/kubernetes"),
-    ("10.0.0.0/20", "10.0.0.0/20 (IPv4): 0 of 4094 addresses allocated; static band 10.0.0.1-10.0.1.0: 0 of 256; "
-     "dynamic band 10.0.1.1-10.0.15.254: 0 of 3838; 10.0.0.1 held back for default/kubernetes"),
-    ("10.96.0.0/12", "10.96.0.0/12 (IPv4): 0 of 1048574 addresses allocated; static band 10.96.0.1-10.96.1.0: 0 of 256; "
-     "dynamic band 10.96.1.1-10.111.255.254: 0 of 1048318; 10.96.0.1 held back for default/kubernetes"),
-    ("fd00::/112", "fd00::/112 (IPv6): 0 of 65535 addresses allocated; static band fd00::1-fd00::100: 0 of 256; "
-     "dynamic band fd00::101-fd00::ffff: 0 of 65279; fd00::1 held back for default/kubernetes"),
-    ("fd00:10::/64", f"fd00:10::/64 (IPv6): 0 of {2**64 - 1} addresses allocated; static band fd00:10::1-fd00:10::100: 0 of 256; "
-     f"dynamic band fd00:10::101-fd00:10::ffff:ffff:ffff:ffff: 0 of {2**64 - 257}; fd00:10::1 held back for default/kubernetes"),
+    ("10.0.0.0/28", ("10.0.0.0/28 (IPv4): 0 of 14 addresses allocated; no static band (ranges of 16 addresses or fewer have none); "
+     "dynamic band 10.0.0.1-10.0.0.14: 0 of 14; 10.0.0.1 held back for default/kubernetes")),
+    ("10.0.0.0/27", ("10.0.0.0/27 (IPv4): 0 of 30 addresses allocated; static band 10.0.0.1-10.0.0.16: 0 of 16; "
+     "dynamic band 10.0.0.17-10.0.0.30: 0 of 14; 10.0.0.1 held back for default/kubernetes")),
+    ("10.0.0.0/24", ("10.0.0.0/24 (IPv4): 0 of 254 addresses allocated; static band 10.0.0.1-10.0.0.16: 0 of 16; "
+     "dynamic band 10.0.0.17-10.0.0.254: 0 of 238; 10.0.0.1 held back for default/kubernetes")),
+    ("10.0.0.0/21", ("10.0.0.0/21 (IPv4): 0 of 2046 addresses allocated; static band 10.0.0.1-10.0.0.128: 0 of 128; "
+     "dynamic band 10.0.0.129-10.0.7.254: 0 of 1918; 10.0.0.1 held back for default/kubernetes")),
+    ("10.0.0.0/20", ("10.0.0.0/20 (IPv4): 0 of 4094 addresses allocated; static band 10.0.0.1-10.0.1.0: 0 of 256; "
+     "dynamic band 10.0.1.1-10.0.15.254: 0 of 3838; 10.0.0.1 held back for default/kubernetes")),
+    ("10.96.0.0/12", ("10.96.0.0/12 (IPv4): 0 of 1048574 addresses allocated; static band 10.96.0.1-10.96.1.0: 0 of 256; "
+     "dynamic band 10.96.1.1-10.111.255.254: 0 of 1048318; 10.96.0.1 held back for default/kubernetes")),
+    ("fd00::/112", ("fd00::/112 (IPv6): 0 of 65535 addresses allocated; static band fd00::1-fd00::100: 0 of 256; "
+     "dynamic band fd00::101-fd00::ffff: 0 of 65279; fd00::1 held back for default/kubernetes")),
+    ("fd00:10::/64", (f"fd00:10::/64 (IPv6): 0 of {2**64 - 1} addresses allocated; static band fd00:10::1-fd00:10::100: 0 of 256; "
+     f"dynamic band fd00:10::101-fd00:10::ffff:ffff:ffff:ffff: 0 of {2**64 - 257}; fd00:10::1 held back for default/kubernetes")),
 ]
 
 
@@ -109,7 +109,7 @@ def test_bad_ranges_are_refused(value, message):
 
 
 def test_bad_range_flag_names_the_flag():
-    result = subprocess.run([sys.executable, "-m", "svcdns", "serve", "--service-cluster-ip-range", "10.0.0.0/8"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-m", "svcdns", "serve", "--service-cluster-ip-range", "10.0.0.0/8"], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert "argument --service-cluster-ip-range: 10.0.0.0/8 is too large" in result.stderr
 
@@ -360,7 +360,7 @@ spec:
 def run_ipam(path, ranges: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "svcdns", "ipam", "--manifests", str(path), "--service-cluster-ip-range", ranges],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=60, check=False,
     )
 
 
@@ -373,8 +373,10 @@ def test_ipam_command_table_usage_and_errors(tmp_path):
         "default/kubernetes IPv4 10.96.0.1 dynamic",
         "shop/pinned IPv4 10.96.0.10 static",
         f"shop/api IPv4 {api} dynamic",
-        "usage: 10.96.0.0/16 (IPv4): 3 of 65534 addresses allocated; static band 10.96.0.1-10.96.1.0: 2 of 256; "
-        "dynamic band 10.96.1.1-10.96.255.254: 1 of 65278",
+        (
+            "usage: 10.96.0.0/16 (IPv4): 3 of 65534 addresses allocated; static band 10.96.0.1-10.96.1.0: 2 of 256; "
+            "dynamic band 10.96.1.1-10.96.255.254: 1 of 65278"
+        ),
     ]
     assert result.stderr.splitlines() == [
         f"error: shop/typo: 10.96.0.300: malformed, not an IP address ({path}: document 5, spec.clusterIP)",
