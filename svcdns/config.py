@@ -41,4 +41,5 @@ class ServeConfig:
     endpoint_pod_names: bool = False
     poll_interval: float = 1.0
     example: bool = False  # serve the embedded example cluster
+    service_cidrs: tuple = ()  # svcdns.ipam.ServiceCIDR ranges: allocate/validate manifest ClusterIPs
     extra: dict = field(default_factory=dict)

@@ -21,6 +21,8 @@ intern = sys.intern
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
+IP_FAMILY_POLICIES = ("SingleStack", "PreferDualStack", "RequireDualStack")
+IP_FAMILIES = ("IPv4", "IPv6")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -33,10 +35,11 @@ ZONE_LABEL = "topology.kubernetes.io/zone"
 class ObjectError(ValueError):
     """An API object that cannot be used; ``field`` is the JSON path of the culprit."""
 
-    def __init__(self, field: str, message: str):
+    def __init__(self, field: str, message: str, value: Any = None):
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
         self.message = message
+        self.value = value  # the offending raw value, when one is to blame
 
 
 # --- small typed readers: every access to raw data goes through one of these ---------
@@ -114,7 +117,7 @@ def normalize_ip(value: Any) -> str | None:
 def _ip(value: Any, path: str) -> str:
     ip = normalize_ip(value)
     if ip is None:
-        raise ObjectError(path, f"not a valid IP address: {value!r}")
+        raise ObjectError(path, f"not a valid IP address: {value!r}", value)
     return intern(ip)
 
 
@@ -234,6 +237,10 @@ class Service:
     labels: tuple[tuple[str, str], ...]
     creation: str
     cluster_ip_requested: bool = True  # False when the manifest left clusterIP empty
+    # spec.ipFamilies / spec.ipFamilyPolicy ("" = unset): which families a ClusterIP
+    # allocator (svcdns.ipam, for manifests) gives a service that asks for none.
+    ip_families: tuple[str, ...] = ()
+    ip_family_policy: str = ""
 
     kind = "Service"
 
@@ -268,6 +275,13 @@ class Service:
             cluster_ips, headless = [], False
         if len(cluster_ips) == 2 and _family(cluster_ips[0]) == _family(cluster_ips[1]):
             raise ObjectError("spec.clusterIPs", "two addresses must be of different IP families")
+
+        ip_family_policy = _str(spec, "ipFamilyPolicy", "spec", "") or ""
+        if ip_family_policy and ip_family_policy not in IP_FAMILY_POLICIES:
+            raise ObjectError("spec.ipFamilyPolicy", f"must be one of {', '.join(IP_FAMILY_POLICIES)}, got {ip_family_policy!r}")
+        ip_families = tuple(_list(spec, "ipFamilies", "spec"))
+        if any(f not in IP_FAMILIES for f in ip_families) or len(set(ip_families)) != len(ip_families):
+            raise ObjectError("spec.ipFamilies", f"must be IPv4 and/or IPv6, each at most once, got {list(ip_families)!r}")
 
         ports = []
         seen_names: set[str] = set()
@@ -336,6 +350,8 @@ class Service:
             labels=_labels(_map(obj, "metadata", ""), "labels", "metadata"),
             creation=meta.creation,
             cluster_ip_requested=bool(ips) or type_ == "ExternalName",
+            ip_families=tuple(intern(f) for f in ip_families),
+            ip_family_policy=intern(ip_family_policy),
         )
 
 

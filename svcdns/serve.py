@@ -18,6 +18,7 @@ from .dns.handler import DnsHandler
 from .dns.records import Resolver, ResolverConfig
 from .dns.server import DnsServer
 from .http import HealthServer
+from .ipam import ClusterIPAllocator
 from .metrics import Metrics
 from .sources.manifests import ManifestSource
 from .store import ClusterState
@@ -56,7 +57,13 @@ class Server:
         self.metrics.add_dns(self.handler, self.dns.latency, self.table, self.state)
         paths = list(config.manifests) or [example_manifests()]
         self.source = ManifestSource(
-            paths, self.state, interval=config.poll_interval, on_error=lambda e: self.metrics.source_errors.labels("manifests").inc()
+            paths,
+            self.state,
+            interval=config.poll_interval,
+            on_error=lambda e: self.metrics.source_errors.labels("manifests").inc(),
+            services_hook=ClusterIPAllocator(config.service_cidrs, on_error=lambda e: self.metrics.source_errors.labels("manifests").inc())
+            if config.service_cidrs
+            else None,
         )
         self.health = HealthServer(*config.health, ready=self.ready, registry=self.metrics.registry) if config.health else None
         self.draining = False

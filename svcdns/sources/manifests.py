@@ -18,11 +18,11 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import yaml
 
-from ..model import KINDS, ObjectError, Record
+from ..model import KINDS, ObjectError, Record, Service
 from ..store import ClusterState
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,11 @@ _DOC_SPLIT = re.compile(r"^---[ \t]*(?:#.*)?$", re.MULTILINE)
 
 ObjKey = tuple[str, str, str]  # kind, namespace, name
 
+# Sees every Service of the manifests at once, in file order (first file, first document
+# first), and returns the Services to serve: the ClusterIP allocator (svcdns.ipam) fills
+# in missing clusterIPs and drops services whose requested address it must refuse.
+ServicesHook = Callable[[list[Service]], list[Service]]
+
 
 @dataclass(frozen=True)
 class ManifestError:
@@ -47,6 +52,7 @@ class ManifestError:
     obj: str  # "Service default/web" or "" when unknown
     field: str
     message: str
+    value: Any = None  # the offending raw value, when the object error named one
 
     def __str__(self) -> str:
         where = f"{self.file}: document {self.document}"
@@ -143,7 +149,7 @@ def parse_file(path: str, previous: dict[ObjKey, Record] | None = None) -> tuple
             try:
                 rec = KINDS[kind].from_raw(obj)
             except ObjectError as e:
-                errors.append(ManifestError(path, number, desc, e.field, e.message))
+                errors.append(ManifestError(path, number, desc, e.field, e.message, e.value))
                 if key is not None and key in previous:
                     objects[key] = previous[key]
                 continue
@@ -175,8 +181,9 @@ def list_files(paths: list[str]) -> list[str]:
 class ManifestSource:
     """Feeds a ClusterState from files; ``poll`` re-reads only what changed."""
 
-    def __init__(self, paths: list[str], state: ClusterState, *, interval: float = 1.0, on_error=None):
+    def __init__(self, paths: list[str], state: ClusterState, *, interval: float = 1.0, on_error=None, services_hook: ServicesHook | None = None):
         self.paths = list(paths)
+        self.services_hook = services_hook
         self.state = state
         self.interval = interval
         self.errors: list[ManifestError] = []  # errors of the latest read of each file
@@ -239,16 +246,35 @@ class ManifestSource:
             self._where.setdefault(key, set()).add(path)
 
     def _apply(self, keys: set[ObjKey]) -> None:
+        hooked = self.services_hook is not None
         for key in keys:
             holders = sorted(self._where.get(key, ()), key=self._order.__getitem__)
             kind = key[0]
+            if len(holders) > 1:
+                log.error("%s %s is defined in %s; using the one in %s", kind, "/".join(k for k in key[1:] if k), ", ".join(holders), holders[0])
+            if hooked and kind == "Service":
+                continue
             if not holders:
                 self.state.remove(kind, key[1:])
                 continue
-            if len(holders) > 1:
-                log.error("%s %s is defined in %s; using the one in %s", kind, "/".join(k for k in key[1:] if k), ", ".join(holders), holders[0])
             self.state.apply(self._files[holders[0]].objects[key])
+        if hooked and any(key[0] == "Service" for key in keys):
+            # Allocation is global (one service's address depends on the others), so the
+            # hook sees them all; the state still only reports services that changed.
+            self.state.replace_kind("Service", self.services_hook(self.services_in_file_order()))
         self.state.commit()
+
+    def services_in_file_order(self) -> list[Service]:
+        """Every Service the manifests define (the first definition of each), in the order
+        the files list them: the order that decides who is older when creationTimestamps tie."""
+        out: list[Service] = []
+        seen: set[ObjKey] = set()
+        for path in sorted(self._files, key=lambda p: self._order.get(p, len(self._order))):
+            for key, rec in self._files[path].objects.items():
+                if key[0] == "Service" and key not in seen:
+                    seen.add(key)
+                    out.append(rec)
+        return out
 
     async def run(self) -> None:
         """Poll forever (changes are served within ``interval`` plus a read)."""
