@@ -19,7 +19,7 @@ from dnslib import EDNS0, QTYPE, DNSError, DNSRecord
 from ..store import ClusterState
 from .compiler import AnswerTable, decode_key
 from .records import FORMERR, NOTIMP, REFUSED, SERVFAIL, Answer, Resolver
-from .wire import OPT_PAYLOAD, OPT_RR, header_only, pack, question_key, truncate
+from .wire import OPT_PAYLOAD, OPT_RR, compact, expand, header_only, pack_stored, question_key, truncate
 
 log = logging.getLogger(__name__)
 query_log = logging.getLogger("svcdns.query")
@@ -46,7 +46,7 @@ class DnsHandler:
         # cost more than the whole hot path; the metrics collector reads these at scrape.
         self.counts: defaultdict[tuple[int, int], int] = defaultdict(int)
         self.dropped = 0
-        self._big: dict[tuple[bytes, int], bytes] = {}  # (template, limit) -> fitted
+        self._big: dict[tuple[bytes, int], bytes] = {}  # (stored, limit) -> fitted
 
     # --- hot path ---------------------------------------------------------------------
 
@@ -82,7 +82,7 @@ class DnsHandler:
                 template = self._resolve_parsed(key, client)
                 if template is None:
                     return self.slow(data, client, tcp)
-            return self.stamp(data, key, template, qend, edns, limit)
+            return self.stamp(data, key, template, end, edns, limit)
         except IndexError:
             return self.slow(data, client, tcp)
 
@@ -96,38 +96,38 @@ class DnsHandler:
         reverse = qname.endswith((".in-addr.arpa", ".ip6.arpa"))
         in_zone = self.resolver.zone_of(qname) is not None
         if not self.state.synced and (in_zone or reverse):
-            return pack(qname, qtype, Answer(SERVFAIL, rule="not synced yet"), recursion_available=self.table.recursion_available)
+            return pack_stored(qname, qtype, Answer(SERVFAIL, rule="not synced yet"), recursion_available=self.table.recursion_available)
         pod = self.state.pod_by_ip.get(client)
         answer = self.resolver.resolve(qname, qtype, pod.namespace if pod is not None else None)
         if answer is None:
             return None
-        template = pack(qname, qtype, answer, recursion_available=self.table.recursion_available)
+        template = pack_stored(qname, qtype, answer, recursion_available=self.table.recursion_available)
         # One-label names and "_port._proto.svc" depend on the asking pod's namespace: not cached.
         if in_zone or reverse or (qname.count(".") >= 1 and not qname.startswith("_")):
             self.table.slow[key] = template
         return template
 
-    def stamp(self, data: bytes, key: bytes, template: bytes, qend: int, edns: bool, limit: int) -> bytes:
-        """Response = client's ID + template flags with the client's RD/CD + the client's
-        spelling of the question + the template's records (+ OPT)."""
-        if len(template) + (11 if edns else 0) > limit:
-            template = self._fit(key, template, limit - (11 if edns else 0))
-        self.counts[(data[qend] << 8 | data[qend + 1], template[3] & 0x0F)] += 1
-        flags = bytes((template[2] | (data[2] & 0x01), template[3] | (data[3] & 0x10)))
+    def stamp(self, data: bytes, key: bytes, stored: bytes, end: int, edns: bool, limit: int) -> bytes:
+        """Response = client's ID + stored flags with the client's RD/CD + stored counts +
+        the client's question bytes (its spelling, 0x20) + stored records (+ OPT)."""
+        if len(stored) + end - 10 + (11 if edns else 0) > limit:
+            stored = self._fit(key, stored, limit - (11 if edns else 0))
+        self.counts[(data[end - 4] << 8 | data[end - 3], stored[1] & 0x0F)] += 1
+        flags = bytes((stored[0] | (data[2] & 0x01), stored[1] | (data[3] & 0x10)))
         if not edns:
-            return data[:2] + flags + template[4:12] + data[12:qend] + template[qend:]
-        arcount = (template[10] << 8 | template[11]) + 1
-        return data[:2] + flags + template[4:10] + arcount.to_bytes(2, "big") + data[12:qend] + template[qend:] + OPT_RR
+            return data[:2] + flags + stored[2:10] + data[12:end] + stored[10:]
+        arcount = (stored[8] << 8 | stored[9]) + 1
+        return data[:2] + flags + stored[2:8] + arcount.to_bytes(2, "big") + data[12:end] + stored[10:] + OPT_RR
 
-    def _fit(self, key: bytes, template: bytes, limit: int) -> bytes:
+    def _fit(self, key: bytes, stored: bytes, limit: int) -> bytes:
         """Oversize answers are rare (large headless services); their fitted forms are
-        cached by template, so a changed answer never serves a stale fit."""
-        fitted = self._big.get((template, limit))
+        cached by stored answer, so a changed answer never serves a stale fit."""
+        fitted = self._big.get((stored, limit))
         if fitted is None:
-            fitted = truncate(template, limit)
+            fitted = compact(truncate(expand(stored, key), limit), key)
             if len(self._big) > 1000:
                 self._big.clear()
-            self._big[(template, limit)] = fitted
+            self._big[(stored, limit)] = fitted
         return fitted
 
     # --- slow path --------------------------------------------------------------------
@@ -178,26 +178,24 @@ class DnsHandler:
         in_zone = self.resolver.zone_of(qname) is not None
         reverse = qname.endswith((".in-addr.arpa", ".ip6.arpa"))
         if (in_zone or reverse) and not self.state.synced:  # never NXDOMAIN before the first full sync
-            return self._reply(request, Answer(SERVFAIL, rule="not synced yet"), qname, data, edns, limit, cache=False)
+            return self._reply(request, Answer(SERVFAIL, rule="not synced yet"), qname, data, edns, limit)
         answer = self.resolver.resolve(qname, q.qtype, client_ns)
         if answer is None:
             if self.forwarder is not None:
                 return self.forwarder(data, request, client, tcp)
             return self._refuse(request, edns)
-        # One-label names and "_port._proto.svc" depend on the asking pod's namespace: not cached.
-        cache = in_zone or reverse or (qname.count(".") >= 1 and not qname.startswith("_"))
-        return self._reply(request, answer, qname, data, edns, limit, cache=cache)
+        return self._reply(request, answer, qname, data, edns, limit)
 
-    def _reply(self, request: DNSRecord, answer: Answer, qname: str, data: bytes, edns: bool, limit: int, cache: bool) -> bytes:
+    def _reply(self, request: DNSRecord, answer: Answer, qname: str, data: bytes, edns: bool, limit: int) -> bytes:
+        """Answers for odd-but-valid packets (compressed question, unusual OPT, ...):
+        well-formed queries were resolved (and cached) by _resolve_parsed already."""
         qtype = request.q.qtype
-        template = pack(qname, qtype, answer, recursion_available=self.table.recursion_available)
+        stored = pack_stored(qname, qtype, answer, recursion_available=self.table.recursion_available)
         key = question_key(qname, qtype)
-        if cache and len(qname) <= 253:
-            self.table.slow[key] = template
-        qend = 12 + len(key) - 4
-        if data[12:qend].lower() != key[:-4]:  # question written with compression: no case copy
+        end = 12 + len(key)
+        if data[12:end].lower() != key:  # question written with compression: answer with ours
             data = data[:12] + key
-        return self.stamp(data, key, template, qend, edns, limit)
+        return self.stamp(data, key, stored, end, edns, limit)
 
     def _refuse(self, request: DNSRecord, edns: bool) -> bytes:
         reply = request.reply()

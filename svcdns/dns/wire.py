@@ -1,11 +1,11 @@
 """Wire-format templates: answers packed once, then stamped per query.
 
 A *template* is a complete response with ID 0, RD/CD clear, no OPT record, and the
-question name in lowercase. Serving a query from a template only patches the ID and the
-flags the client set, copies the client's spelling of the question name over the
-lowercase one (answer owner names are compression pointers to it, so they follow the
-client's case, as 0x20-randomising resolvers expect), and appends an OPT record when the
-query carried EDNS.
+question name in lowercase; the tables store it *compact* (without ID and question).
+Serving a query stitches the client's ID, the flags it set, the client's own question
+bytes (answer owner names are compression pointers to offset 12, so they follow the
+client's spelling, as 0x20-randomising resolvers expect) and the stored records, plus an
+OPT record when the query carried EDNS.
 """
 
 from __future__ import annotations
@@ -118,6 +118,23 @@ def pack(qname: str, qtype: int, answer: Answer, *, recursion_available: bool = 
     flags = 0x8000 | (0x0400 if answer.authoritative else 0) | (0x0080 if recursion_available else 0) | (answer.rcode & 0x0F)
     struct.pack_into(">HHHHHH", w.buf, 0, 0, flags, 1, len(answer.answer), len(answer.authority), len(answer.additional))
     return bytes(w.buf)
+
+
+def compact(template: bytes, key: bytes) -> bytes:
+    """What the tables store: a template without its ID and question. Flags and counts
+    (10 bytes) then the records; a response is rebuilt around the client's own question
+    bytes, which sit at offset 12 where the records' compression pointers expect them."""
+    return template[2:12] + template[12 + len(key) :]
+
+
+def expand(stored: bytes, key: bytes) -> bytes:
+    """The full template (ID 0, lowercase question) of a stored answer."""
+    return b"\x00\x00" + stored[:10] + key + stored[10:]
+
+
+def pack_stored(qname: str, qtype: int, answer: Answer, *, recursion_available: bool = False) -> bytes:
+    """Pack an answer straight into its stored (compact) form."""
+    return compact(pack(qname, qtype, answer, recursion_available=recursion_available), question_key(qname, qtype))
 
 
 def truncate(template: bytes, limit: int) -> bytes:

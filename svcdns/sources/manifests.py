@@ -67,19 +67,17 @@ class _File:
     objects: dict[ObjKey, Record] = field(default_factory=dict)
 
 
-def read_documents(path: str) -> Iterator[tuple[int, Any, str | None]]:
-    """Yield (document number, parsed object or None, error or None) for one file.
+def read_documents(path: str, text: str) -> Iterator[tuple[int, Any, str | None]]:
+    """Yield (document number, parsed object or None, error or None) for one file's text.
 
     YAML documents are split before parsing, so a syntax error costs only its own document."""
-    with open(path, "rb") as f:
-        data = f.read()
     if path.endswith(".json"):
         try:
-            yield 1, json.loads(data), None
+            for doc in stream_json(text):
+                yield 1, doc, None
         except ValueError as e:
             yield 1, None, f"invalid JSON: {e}"
         return
-    text = data.decode("utf-8", errors="replace")
     number = 0
     for chunk in _DOC_SPLIT.split(text):
         if not chunk.strip() or all(not ln.strip() or ln.lstrip().startswith("#") for ln in chunk.splitlines()):
@@ -89,6 +87,70 @@ def read_documents(path: str) -> Iterator[tuple[int, Any, str | None]]:
             yield number, yaml.load(chunk, Loader=_Loader), None
         except yaml.YAMLError as e:
             yield number, None, f"invalid YAML: {' '.join(str(e).split())}"
+
+
+_JSON_WS = re.compile(r"[ \t\n\r]*")
+
+
+def stream_json(text: str) -> Iterator[Any]:
+    """Decode a JSON document; a List's items are decoded and yielded one at a time.
+
+    `kubectl get -o json` of a large cluster is one List: decoding it whole holds every
+    raw object at once (~6x the file size) and leaves the heap at that high-water mark.
+    Items yielded here carry ``kind`` (filled from the list's kind, as expand_items does)."""
+    decode = json.JSONDecoder().raw_decode
+
+    def ws(i: int) -> int:
+        return _JSON_WS.match(text, i).end()
+
+    pos = ws(0)
+    if text[pos : pos + 1] != "{":
+        yield json.loads(text)
+        return
+    head: dict[str, Any] = {}
+    waiting: list[Any] = []  # items without a kind seen before the list's "kind" key
+    pos = ws(pos + 1)
+    while text[pos : pos + 1] != "}":
+        key, pos = decode(text, pos)
+        pos = ws(pos)
+        if text[pos : pos + 1] != ":":
+            raise ValueError(f"expected ':' at char {pos}")
+        pos = ws(pos + 1)
+        if key == "items" and text[pos : pos + 1] == "[":
+            pos = ws(pos + 1)
+            while text[pos : pos + 1] != "]":
+                item, pos = decode(text, pos)
+                if isinstance(item, dict) and "kind" not in item:
+                    kind = head.get("kind")
+                    if not isinstance(kind, str):
+                        waiting.append(item)
+                        item = None
+                    elif kind.endswith("List") and kind != "List":
+                        item["kind"] = kind[:-4]
+                if item is not None:
+                    yield item
+                pos = ws(pos)
+                if text[pos : pos + 1] == ",":
+                    pos = ws(pos + 1)
+                elif text[pos : pos + 1] != "]":
+                    raise ValueError(f"expected ',' or ']' at char {pos}")
+            head["items"] = True
+            pos += 1
+        else:
+            head[key], pos = decode(text, pos)
+        pos = ws(pos)
+        if text[pos : pos + 1] == ",":
+            pos = ws(pos + 1)
+        elif text[pos : pos + 1] != "}":
+            raise ValueError(f"expected ',' or '}}' at char {pos}")
+    if "items" not in head:
+        yield head
+        return
+    kind = head.get("kind")
+    for item in waiting:
+        if isinstance(kind, str) and kind.endswith("List") and kind != "List":
+            item["kind"] = kind[:-4]
+        yield item
 
 
 def expand_items(doc: Any) -> Iterator[Any]:
@@ -127,10 +189,12 @@ def parse_file(path: str, previous: dict[ObjKey, Record] | None = None) -> tuple
     errors: list[ManifestError] = []
     broken_doc = False
     try:
-        documents = list(read_documents(path))
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8", errors="replace")
     except OSError as e:
         return dict(previous), [ManifestError(path, 0, "", "", f"cannot read: {e.strerror}")]
-    for number, doc, err in documents:
+    # Documents are decoded one at a time and dropped once turned into records.
+    for number, doc, err in read_documents(path, text):
         if err:
             errors.append(ManifestError(path, number, "", "", err))
             broken_doc = True
