@@ -8,6 +8,7 @@ Writes into DIR (default bench/out/N):
                  Namespaces, Services and EndpointSlices): N services in N/100 namespaces,
                  80 % ClusterIP (two named ports) and 20 % headless, 10 endpoints each
                  (so 10,000 services ≈ 100,000 endpoints)
+  *.zone         the same data as zone files for an authoritative C server (Knot DNS)
   queries.txt    a dnsperf query file with a realistic mix: A hits, AAAA NODATA,
                  headless A, SRV, PTR, NXDOMAIN for unknown services and ~20 % ndots:5
                  search-path misses
@@ -66,6 +67,37 @@ def build(n: int, per_service: int) -> tuple[dict, list[dict]]:
     return {"apiVersion": "v1", "kind": "List", "items": items}, services
 
 
+def zone_files(services: list[dict], zone: str = "cluster.local", ttl: int = 5) -> dict[str, str]:
+    """The same data as zone files for an authoritative C server (Knot DNS): what svcdns
+    answers for these services, record for record (SOA/NS as svcdns serves them)."""
+    soa = f"@ {ttl} IN SOA ns.dns.{zone}. hostmaster.{zone}. 1 7200 1800 86400 {ttl}"
+    fwd = [f"$ORIGIN {zone}.", soa, f"@ {ttl} IN NS ns.dns.{zone}.", f"ns.dns {ttl} IN A 127.0.0.1",
+           f'dns-version 28800 IN TXT "1.1.0"']
+    rev = ["$ORIGIN in-addr.arpa.", soa.replace("@", "@", 1), f"@ {ttl} IN NS ns.dns.{zone}."]
+    for s in services:
+        name = f"{s['name']}.{s['ns']}.svc"
+        ports = [("http", 80)] if s["headless"] else [("http", 80), ("metrics", 9090)]
+        if s["headless"]:
+            hosts = [(ep["hostname"], ep["addresses"][0]) for ep in s["endpoints"]]
+            weight = max(1, 100 // len(hosts))
+            for host, ip in hosts:
+                fwd.append(f"{name} {ttl} IN A {ip}")
+                fwd.append(f"{host}.{name} {ttl} IN A {ip}")
+                fwd.append(f"_http._tcp.{name} {ttl} IN SRV 0 {weight} 8080 {host}.{name}.{zone}.")
+                fwd.append(f"{name} {ttl} IN SRV 0 {weight} 8080 {host}.{name}.{zone}.")
+                rev.append(f"{ipaddress.ip_address(ip).reverse_pointer}. {ttl} IN PTR {host}.{name}.{zone}.")
+        else:
+            fwd.append(f"{name} {ttl} IN A {s['ip']}")
+            for port_name, port in ports:
+                fwd.append(f"_{port_name}._tcp.{name} {ttl} IN SRV 0 100 {port} {name}.{zone}.")
+                fwd.append(f"{name} {ttl} IN SRV 0 {100 // len(ports)} {port} {name}.{zone}.")
+            rev.append(f"{ipaddress.ip_address(s['ip']).reverse_pointer}. {ttl} IN PTR {name}.{zone}.")
+            for ep in s["endpoints"]:
+                ip = ep["addresses"][0]
+                rev.append(f"{ipaddress.ip_address(ip).reverse_pointer}. {ttl} IN PTR {ip.replace('.', '-')}.{name}.{zone}.")
+    return {f"{zone}.zone": "\n".join(fwd) + "\n", "in-addr.arpa.zone": "\n".join(rev) + "\n"}
+
+
 def queries(services: list[dict], count: int, rng: random.Random) -> list[str]:
     zone = "cluster.local"
     out = []
@@ -109,6 +141,9 @@ def main() -> None:
     cluster, services = build(args.n, args.endpoints_per_service)
     with open(os.path.join(out, "cluster.json"), "w") as f:
         json.dump(cluster, f)
+    for name, text in zone_files(services).items():
+        with open(os.path.join(out, name), "w") as f:
+            f.write(text)
     with open(os.path.join(out, "queries.txt"), "w") as f:
         f.write("\n".join(queries(services, args.queries, random.Random(args.n))) + "\n")
     print(f"{out}: {args.n} services, {args.n * args.endpoints_per_service} endpoints, {args.queries} queries")

@@ -7,6 +7,7 @@ not-ready, close listeners and stop.
 from __future__ import annotations
 
 import asyncio
+import os
 import logging
 import signal
 import time
@@ -53,7 +54,7 @@ class Server:
         )
         self.table = AnswerTable(self.state, self.resolver)
         self.handler = DnsHandler(self.state, self.resolver, self.table)
-        self.dns = DnsServer(self.handler, *config.listen)
+        self.dns = DnsServer(self.handler, *config.listen, udp_io=os.environ.get("SVCDNS_UDP_IO", "mmsg"))
         self.metrics.add_dns(self.handler, self.dns.latency, self.table, self.state)
         paths = list(config.manifests) or [example_manifests()]
         self.source = ManifestSource(

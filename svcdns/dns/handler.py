@@ -46,7 +46,7 @@ class DnsHandler:
         # cost more than the whole hot path; the metrics collector reads these at scrape.
         self.counts: defaultdict[tuple[int, int], int] = defaultdict(int)
         self.dropped = 0
-        self._big: dict[tuple[bytes, int], bytes] = {}  # (stored, limit) -> fitted
+        self._big: dict[tuple[bytes, int], tuple[bytes, bytes]] = {}  # (key, limit) -> (stored, fitted)
 
     # --- hot path ---------------------------------------------------------------------
 
@@ -120,14 +120,16 @@ class DnsHandler:
         return data[:2] + flags + stored[2:8] + arcount.to_bytes(2, "big") + data[12:end] + stored[10:] + OPT_RR
 
     def _fit(self, key: bytes, stored: bytes, limit: int) -> bytes:
-        """Oversize answers are rare (large headless services); their fitted forms are
-        cached by stored answer, so a changed answer never serves a stale fit."""
-        fitted = self._big.get((stored, limit))
-        if fitted is None:
-            fitted = compact(truncate(expand(stored, key), limit), key)
-            if len(self._big) > 1000:
-                self._big.clear()
-            self._big[(stored, limit)] = fitted
+        """The form of an oversize answer that fits ``limit`` (large headless services
+        over UDP). Computed once per answer and size; an entry is reused only while it
+        was made from the very answer the table holds now."""
+        entry = self._big.get((key, limit))
+        if entry is not None and entry[0] is stored:
+            return entry[1]
+        fitted = compact(truncate(expand(stored, key), limit), key)
+        if len(self._big) > 100000:
+            self._big.clear()
+        self._big[(key, limit)] = (stored, fitted)
         return fitted
 
     # --- slow path --------------------------------------------------------------------

@@ -14,6 +14,7 @@ import socket
 import time
 from bisect import bisect_left
 
+from . import mmsg
 from .handler import DnsHandler
 
 log = logging.getLogger(__name__)
@@ -132,8 +133,11 @@ class TcpProtocol(asyncio.Protocol):
 class DnsServer:
     """Binds UDP and TCP on one address; ``port`` is the bound port (useful with port 0)."""
 
-    def __init__(self, handler: DnsHandler, host: str, port: int):
+    def __init__(self, handler: DnsHandler, host: str, port: int, udp_io: str = "mmsg"):
         self.handler = handler
+        self.udp_io = udp_io  # "mmsg": batched recvmmsg/sendmmsg (Linux); "asyncio": a transport
+        self._mmsg = None
+        self._udp_sock: socket.socket | None = None
         self.host = host
         self.port = port
         self.latency = Latency()
@@ -157,11 +161,20 @@ class DnsServer:
             self._tcp.close()
             raise
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        self._udp, _ = await loop.create_datagram_endpoint(lambda: UdpProtocol(self.handler, self.latency), sock=sock)
+        if self.udp_io == "mmsg" and mmsg.available():
+            self._mmsg = mmsg.MmsgReader(sock, self.handler, self.latency)
+            self._udp_sock = sock
+            loop.add_reader(sock.fileno(), self._mmsg.on_readable)
+        else:
+            self._udp, _ = await loop.create_datagram_endpoint(lambda: UdpProtocol(self.handler, self.latency), sock=sock)
 
     async def close(self) -> None:
         if self._udp is not None:
             self._udp.close()
+        if self._udp_sock is not None:
+            asyncio.get_running_loop().remove_reader(self._udp_sock.fileno())
+            self._udp_sock.close()
+            self._udp_sock = None
         if self._tcp is not None:
             self._tcp.close()
             for conn in list(self.connections):

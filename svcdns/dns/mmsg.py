@@ -1,0 +1,183 @@
+"""Batched UDP I/O with Linux recvmmsg/sendmmsg, through ctypes.
+
+Per datagram, an asyncio transport costs more than answering from a template (~15 µs
+against ~2 µs): a wake-up, two system calls, Python objects for the payload and the peer
+address. C servers (Knot, NSD) amortise this with recvmmsg/sendmmsg; Python's socket
+module does not expose them, so this module calls libc directly. One event-loop
+wake-up then receives up to ``BATCH`` queries into preallocated buffers, answers them,
+and sends every reply with one system call. The handler API is unchanged.
+
+Only on Linux; :func:`available` says whether it can be used (the server falls back to
+the asyncio transport otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import logging
+import socket
+import sys
+import time
+from bisect import bisect_left
+
+log = logging.getLogger(__name__)
+
+BATCH = 64  # datagrams per system call
+SLOT = 4096  # bytes per receive/send slot: queries are small, UDP replies are <= 1232
+NAME = 128  # sizeof(struct sockaddr_storage)
+MSG_DONTWAIT = 0x40
+MSG_TRUNC = 0x20
+
+
+class _IOVec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+class _MsgHdr(ctypes.Structure):
+    _fields_ = [
+        ("msg_name", ctypes.c_void_p),
+        ("msg_namelen", ctypes.c_uint32),
+        ("msg_iov", ctypes.POINTER(_IOVec)),
+        ("msg_iovlen", ctypes.c_size_t),
+        ("msg_control", ctypes.c_void_p),
+        ("msg_controllen", ctypes.c_size_t),
+        ("msg_flags", ctypes.c_int),
+    ]
+
+
+class _MMsgHdr(ctypes.Structure):
+    _fields_ = [("msg_hdr", _MsgHdr), ("msg_len", ctypes.c_uint)]
+
+
+_libc = None
+
+
+def available() -> bool:
+    """True where recvmmsg/sendmmsg can be called (Linux with glibc or musl)."""
+    global _libc
+    if not sys.platform.startswith("linux"):
+        return False
+    if _libc is None:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+            libc.recvmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
+            libc.sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
+            _libc = libc
+        except (OSError, AttributeError):
+            return False
+    return True
+
+
+class _Batch:
+    """BATCH message headers over one flat buffer for payloads and one for addresses."""
+
+    def __init__(self):
+        self.data = bytearray(BATCH * SLOT)
+        self.names = bytearray(BATCH * NAME)
+        self.view = memoryview(self.data)
+        self.name_view = memoryview(self.names)
+        data_base = ctypes.addressof((ctypes.c_char * len(self.data)).from_buffer(self.data))
+        self.names_base = ctypes.addressof((ctypes.c_char * len(self.names)).from_buffer(self.names))
+        self.iov = (_IOVec * BATCH)()
+        self.msgs = (_MMsgHdr * BATCH)()
+        for i in range(BATCH):
+            self.iov[i].iov_base = data_base + i * SLOT
+            self.iov[i].iov_len = SLOT
+            hdr = self.msgs[i].msg_hdr
+            hdr.msg_name = self.names_base + i * NAME
+            hdr.msg_namelen = NAME
+            hdr.msg_iov = ctypes.pointer(self.iov[i])
+            hdr.msg_iovlen = 1
+
+
+class MmsgReader:
+    """Serves one UDP socket from the event loop with batched system calls."""
+
+    def __init__(self, sock: socket.socket, handler, latency):
+        if not available():
+            raise OSError("recvmmsg/sendmmsg are not available here")
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.handler = handler
+        self.latency = latency
+        self.rx = _Batch()
+        self.tx = _Batch()
+        self.pending: set[asyncio.Task] = set()
+        self._peers: dict[bytes, str] = {}  # raw address -> text, for the handler's client
+        sock.setblocking(False)
+
+    def _peer(self, i: int) -> str:
+        off = i * NAME
+        names = self.rx.names
+        family = names[off] | names[off + 1] << 8
+        raw = bytes(names[off + 4 : off + 8]) if family == socket.AF_INET else bytes(names[off + 8 : off + 24])
+        text = self._peers.get(raw)
+        if text is None:
+            if len(self._peers) > 65536:
+                self._peers.clear()
+            text = socket.inet_ntop(socket.AF_INET if family == socket.AF_INET else socket.AF_INET6, raw)
+            self._peers[raw] = text
+        return text
+
+    def on_readable(self) -> None:
+        rx, tx = self.rx, self.tx
+        handle = self.handler.handle
+        for _ in range(8):  # at most 8 batches per wake-up: stay fair to TCP and HTTP
+            n = _libc.recvmmsg(self.fd, rx.msgs, BATCH, MSG_DONTWAIT, None)
+            if n <= 0:
+                return
+            started = time.perf_counter()
+            out = 0
+            for i in range(n):
+                hdr = rx.msgs[i].msg_hdr
+                size = rx.msgs[i].msg_len
+                namelen = hdr.msg_namelen
+                hdr.msg_namelen = NAME  # the kernel overwrote it; reset for the next call
+                if hdr.msg_flags & MSG_TRUNC:
+                    continue  # larger than any query we answer: drop
+                base = i * SLOT
+                reply = handle(bytes(rx.view[base : base + size]), self._peer(i), False)
+                if type(reply) is bytes:
+                    if len(reply) > SLOT:
+                        continue
+                    tbase = out * SLOT
+                    tx.view[tbase : tbase + len(reply)] = reply
+                    tx.iov[out].iov_len = len(reply)
+                    thdr = tx.msgs[out].msg_hdr
+                    tx.names[out * NAME : out * NAME + namelen] = rx.names[i * NAME : i * NAME + namelen]
+                    thdr.msg_namelen = namelen
+                    out += 1
+                elif reply is not None:
+                    addr = self._address(i, namelen)
+                    task = asyncio.ensure_future(self._later(reply, addr, started))
+                    self.pending.add(task)
+                    task.add_done_callback(self.pending.discard)
+            if out:
+                _libc.sendmmsg(self.fd, tx.msgs, out, 0)  # a full socket buffer drops replies, like queries
+            elapsed = time.perf_counter() - started
+            lat = self.latency
+            lat.counts[bisect_left(lat.buckets, elapsed)] += n
+            lat.sum += elapsed * n
+            if n < BATCH:
+                return
+
+    def _address(self, i: int, namelen: int):
+        peer = self._peer(i)
+        off = i * NAME
+        port = self.rx.names[off + 2] << 8 | self.rx.names[off + 3]
+        return (peer, port) if ":" not in peer else (peer, port, 0, 0)
+
+    async def _later(self, pending, addr, started: float) -> None:
+        try:
+            reply = await pending
+        except Exception:
+            log.exception("deferred answer to %s failed", addr[0])
+            return
+        if reply is not None:
+            try:
+                self.sock.sendto(reply, addr)
+            except OSError:
+                return
+            self.latency.observe(time.perf_counter() - started)
