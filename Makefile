@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 # Debian packages the tests drive for real (installed only when missing).
 system-deps:
 	@./scripts/need dig:dnsutils
+	@./scripts/need knotd:knot dnsmasq:dnsmasq-base   # real upstream nameservers for the forwarding tests
 
 run: $(STAMP)
 	@./scripts/need dig:dnsutils || echo "(could not install dig; any DNS client will do)"

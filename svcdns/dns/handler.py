@@ -1,10 +1,12 @@
 """From query bytes to response bytes: the hot path and the slow path.
 
 Hot path: a well-formed IN query (one question, no compression, at most an OPT record)
-is looked up by its lowercased question bytes; a hit is stamped from its template. Every
-other packet takes the slow path: dnslib parses it, malformed input gets FORMERR /
-NOTIMP / REFUSED or is dropped, and the Resolver answers. Nothing raised here ever
-reaches the transport.
+is looked up by its lowercased question bytes, in the cluster's precompiled answers and
+then (for clients allowed to recurse) in the forwarding cache; a hit is stamped from its
+template. Every other packet takes the slow path: dnslib parses it, malformed input gets
+FORMERR / NOTIMP / REFUSED or is dropped, the Resolver answers cluster names, autopath
+walks a pod's search path, and other names are forwarded (an awaitable the transports
+wait on). Nothing raised here ever reaches the transport.
 """
 
 from __future__ import annotations
@@ -12,14 +14,20 @@ from __future__ import annotations
 import logging
 import struct
 from collections import defaultdict
-from typing import Awaitable, Callable
+from typing import TYPE_CHECKING, Awaitable
 
 from dnslib import EDNS0, QTYPE, DNSError, DNSRecord
 
 from ..store import ClusterState
+from .acl import AccessList
 from .compiler import AnswerTable
-from .records import FORMERR, NOTIMP, REFUSED, SERVFAIL, Answer, Resolver
+from .records import FORMERR, NOTIMP, NXDOMAIN, REFUSED, SERVFAIL, T_ANY, Answer, Resolver
+from .transfer import soa_only, transfer_messages
 from .wire import OPT_PAYLOAD, OPT_RR, header_only, pack, question_key, truncate
+
+if TYPE_CHECKING:  # pragma: no cover - recursion imports the transports, which import us
+    from .autopath import AutoPath
+    from .recursion import Recursor
 
 log = logging.getLogger(__name__)
 query_log = logging.getLogger("svcdns.query")
@@ -29,18 +37,27 @@ _QUERY_COUNTS = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0
 UDP_DEFAULT = 512
 T_AXFR, T_IXFR, T_OPT = 252, 251, 41
 
-Forwarder = Callable[[bytes, DNSRecord, str, bool], Awaitable[bytes | None]]
-
-
 class DnsHandler:
     """Turns one query into one response (or None: drop)."""
 
-    def __init__(self, state: ClusterState, resolver: Resolver, table: AnswerTable, *, forwarder: Forwarder | None = None):
+    def __init__(
+        self,
+        state: ClusterState,
+        resolver: Resolver,
+        table: AnswerTable,
+        *,
+        recursor: "Recursor | None" = None,
+        autopath: "AutoPath | None" = None,
+        allow_transfer: AccessList | None = None,
+    ):
         self.state = state
         self.resolver = resolver
         self.table = table
         self.answers = table.answers  # the hot-path dict; AnswerTable mutates it in place
-        self.forwarder = forwarder
+        self.recursor = recursor  # None: names outside the cluster are REFUSED
+        self.cached = recursor.cached if recursor is not None else None
+        self.autopath = autopath
+        self.allow_transfer = allow_transfer
         # (qtype, rcode) -> count. Plain ints: a labelled prometheus call per query would
         # cost more than the whole hot path; the metrics collector reads these at scrape.
         self.counts: defaultdict[tuple[int, int], int] = defaultdict(int)
@@ -67,7 +84,12 @@ class DnsHandler:
             key = data[12:qend].lower() + data[qend:end]
             template = self.answers.get(key) or self.table.slow.get(key)
             if template is None:
-                return self.slow(data, client, tcp)
+                cached = self.cached
+                if cached is None:
+                    return self.slow(data, client, tcp)
+                template = cached(key, client)
+                if template is None:
+                    return self.slow(data, client, tcp)
             arcount = data[10] << 8 | data[11]
             if arcount == 0:
                 if end != n:
@@ -139,25 +161,92 @@ class DnsHandler:
             reply.header.rcode = BADVERS & 0x0F
             return self._count(reply.pack(), q.qtype, BADVERS)
         limit = 65535 if tcp else (max(UDP_DEFAULT, min(opts[0].rclass, OPT_PAYLOAD)) if edns else UDP_DEFAULT)
+        return self._answer(request, data, client, tcp, edns, limit)
+
+    def _answer(self, request: DNSRecord, data: bytes, client: str, tcp: bool, edns: bool, limit: int):
+        """A well-formed query: transfers, cluster names (autopath for pods), the rest
+        forwarded."""
+        q = request.q
         qname = str(q.qname).rstrip(".").lower()
         if q.qclass != 1:
             return self._refuse(request, edns)
         if q.qtype in (T_AXFR, T_IXFR):
+            return self._transfer(request, qname, client, tcp, edns)
+        if self.recursor is not None and self.recursor.is_probe(qname):  # our loop probe came back
             return self._refuse(request, edns)
-        client_ns = None
         pod = self.state.pod_by_ip.get(client)
-        if pod is not None:
-            client_ns = pod.namespace
+        client_ns = pod.namespace if pod is not None else None
         in_zone = self.resolver.zone_of(qname) is not None
         if in_zone and not self.state.synced:  # never NXDOMAIN before the first full sync
             return self._reply(request, Answer(SERVFAIL, rule="not synced yet"), qname, data, edns, limit, cache=False)
         answer = self.resolver.resolve(qname, q.qtype, client_ns)
         if answer is None:
-            if self.forwarder is not None:
-                return self.forwarder(data, request, client, tcp)
-            return self._refuse(request, edns)
-        cache = in_zone or qname.endswith(("in-addr.arpa", "ip6.arpa")) or qname.count(".") >= 1 and not qname.startswith("_")
+            return self._recurse(request, qname, data, client, edns, limit)
+        if answer.rcode == NXDOMAIN and self.autopath is not None and in_zone:
+            if client_ns is not None and (found := self.autopath.base(qname, client_ns)) is not None:
+                walk = self.autopath.walk(qname, q.qtype, *found, client_ns, client)
+                return self._later(walk, request, answer, qname, data, edns, limit)
+            cache = False  # the same name may autopath for a pod: keep it off the hot path
+        elif answer.chase and self.recursor is not None and self.recursor.allowed(client):
+            return self._later(self.recursor.chase(qname, q.qtype, answer), request, answer, qname, data, edns, limit)
+        else:
+            cache = in_zone or qname.endswith(("in-addr.arpa", "ip6.arpa")) or qname.count(".") >= 1 and not qname.startswith("_")
+            cache = cache and not (answer.chase and self.recursor is not None)
         return self._reply(request, answer, qname, data, edns, limit, cache=cache)
+
+    def _recurse(self, request: DNSRecord, qname: str, data: bytes, client: str, edns: bool, limit: int):
+        """A name outside the cluster: REFUSED unless forwarding is on and the client may
+        recurse; ANY answered here (RFC 8482); anything else resolved upstream."""
+        recursor = self.recursor
+        if recursor is None or not recursor.allowed(client):
+            if recursor is not None:
+                recursor.refused += 1
+            return self._refuse(request, edns)
+        qtype = request.q.qtype
+        key = question_key(qname, qtype)
+        data, qend = self._question(data, key)
+        if qtype == T_ANY:
+            return self.stamp(data, key, recursor.any_template(qname), qend, edns, limit)
+        return self._stamp_later(recursor.resolve(key, qname), data, key, qend, edns, limit)
+
+    def _later(self, pending: Awaitable[bytes | None], request, fallback: Answer, qname: str, data: bytes, edns: bool, limit: int):
+        """Stamp a template computed asynchronously (autopath, ExternalName targets); when it
+        comes back None, the Resolver's own answer stands."""
+        key = question_key(qname, request.q.qtype)
+        data, qend = self._question(data, key)
+
+        async def finish() -> bytes:
+            template = await pending
+            if template is None:
+                template = pack(qname, request.q.qtype, fallback, recursion_available=self.table.recursion_available)
+            return self.stamp(data, key, template, qend, edns, limit)
+
+        return finish()
+
+    async def _stamp_later(self, pending: Awaitable[bytes], data: bytes, key: bytes, qend: int, edns: bool, limit: int) -> bytes:
+        return self.stamp(data, key, await pending, qend, edns, limit)
+
+    @staticmethod
+    def _question(data: bytes, key: bytes) -> tuple[bytes, int]:
+        """The query with its question as ``key`` spells it when the client's is compressed
+        (the stamp copies the client's question bytes over the template's)."""
+        qend = 12 + len(key) - 4
+        if data[12:qend].lower() != key[:-4]:
+            data = data[:12] + key
+        return data, qend
+
+    def _transfer(self, request: DNSRecord, qname: str, client: str, tcp: bool, edns: bool):
+        """AXFR/IXFR of a cluster zone's apex for --allow-transfer clients; REFUSED otherwise."""
+        zone = self.resolver.zone_of(qname)
+        if self.allow_transfer is None or zone != qname or not self.allow_transfer(client) or not self.state.synced:
+            return self._refuse(request, edns)
+        qtype = request.q.qtype
+        if not tcp:  # AXFR is TCP only (RFC 5936); a UDP IXFR learns the serial and comes back
+            return self._count(soa_only(request, self.table, zone), qtype, 0) if qtype == T_IXFR else self._refuse(request, edns)
+        messages = transfer_messages(request, self.table, zone)
+        self.counts[(qtype, 0)] += 1
+        log.info("zone transfer of %s to %s: %d messages", zone, client, len(messages))
+        return messages
 
     def _reply(self, request: DNSRecord, answer: Answer, qname: str, data: bytes, edns: bool, limit: int, cache: bool) -> bytes:
         qtype = request.q.qtype
@@ -165,9 +254,7 @@ class DnsHandler:
         key = question_key(qname, qtype)
         if cache and len(qname) <= 253:
             self.table.slow[key] = template
-        qend = 12 + len(key) - 4
-        if data[12:qend].lower() != key[:-4]:  # question written with compression: no case copy
-            data = data[:12] + key
+        data, qend = self._question(data, key)
         return self.stamp(data, key, template, qend, edns, limit)
 
     def _refuse(self, request: DNSRecord, edns: bool) -> bytes:
