@@ -164,7 +164,9 @@ class Recursor:
     # --- loop detection -------------------------------------------------------------------
 
     def is_probe(self, qname: str) -> bool:
-        if qname == self._probe_name and qname:
+        """Is this our start-up probe (``<random>.<random>.`` plus a stub domain, if any)?"""
+        probe = self._probe_name
+        if probe and (qname == probe or qname.startswith(probe + ".")):
             self.probe_hits += 1
             return True
         return False
