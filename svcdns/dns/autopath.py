@@ -35,6 +35,15 @@ class AutoPath:
                 return qname[: -len(first)], zone
         return None
 
+    def may_apply(self, qname: str) -> bool:
+        """Could ``qname`` be some pod's first search-path query (``X.ns.svc.ZONE``)? Such
+        NXDOMAINs depend on who asks, so they are not cached for everyone."""
+        for zone in self.resolver.zones:
+            suffix = f".svc.{zone}"
+            if qname.endswith(suffix) and qname[: -len(suffix)].count(".") >= 1:
+                return True
+        return False
+
     def path(self, base: str, zone: str) -> list[str]:
         """The names the pod would try after the first one, in its order."""
         return [f"{base}.svc.{zone}", f"{base}.{zone}", *(f"{base}.{s}" for s in self.search), base]

@@ -186,7 +186,7 @@ class DnsHandler:
             if client_ns is not None and (found := self.autopath.base(qname, client_ns)) is not None:
                 walk = self.autopath.walk(qname, q.qtype, *found, client_ns, client)
                 return self._later(walk, request, answer, qname, data, edns, limit)
-            cache = False  # the same name may autopath for a pod: keep it off the hot path
+            cache = not self.autopath.may_apply(qname)  # it may autopath for a pod: keep it off the hot path
         elif answer.chase and self.recursor is not None and self.recursor.allowed(client):
             return self._later(self.recursor.chase(qname, q.qtype, answer), request, answer, qname, data, edns, limit)
         else:
@@ -195,10 +195,11 @@ class DnsHandler:
         return self._reply(request, answer, qname, data, edns, limit, cache=cache)
 
     def _recurse(self, request: DNSRecord, qname: str, data: bytes, client: str, edns: bool, limit: int):
-        """A name outside the cluster: REFUSED unless forwarding is on and the client may
-        recurse; ANY answered here (RFC 8482); anything else resolved upstream."""
+        """A name outside the cluster: REFUSED unless the client may recurse and some
+        upstream (or stub domain) covers the name; ANY answered here (RFC 8482); anything
+        else resolved upstream."""
         recursor = self.recursor
-        if recursor is None or not recursor.allowed(client):
+        if recursor is None or not recursor.allowed(client) or recursor.group_for(qname) is None:
             if recursor is not None:
                 recursor.refused += 1
             return self._refuse(request, edns)

@@ -129,3 +129,29 @@ def test_autopath_without_forwarding_walks_cluster_names_only(serve, manifests):
     ]
     assert not reply.flags & dns.flags.RA
     assert srv.query("www.example.test.shop.svc.cluster.local.", source=POD_SHOP).rcode() == dns.rcode.NXDOMAIN
+
+
+SEARCH_CASES = [
+    # (qname, the pod's namespace, (base, zone) or None, may be some pod's first search query)
+    ("github.com.shop.svc.cluster.local", "shop", ("github.com", "cluster.local"), True),
+    ("api.team.shop.svc.cluster.local", "shop", ("api.team", "cluster.local"), True),
+    ("github.com.team.svc.cluster.local", "shop", None, True),  # another namespace's first search domain
+    ("shop.svc.cluster.local", "shop", None, False),  # the search domain itself
+    ("github.svc.cluster.local", "shop", None, False),  # a later step of the path
+    ("github.cluster.local", "shop", None, False),
+    ("github.com", "shop", None, False),
+]
+
+
+@pytest.mark.parametrize("qname,namespace,base,may_apply", SEARCH_CASES, ids=[c[0] for c in SEARCH_CASES])
+def test_first_search_domain(qname, namespace, base, may_apply):
+    from svcdns.dns.autopath import AutoPath
+    from svcdns.dns.records import Resolver, ResolverConfig
+    from tests.conftest import example_state
+
+    ap = AutoPath(Resolver(example_state(), ResolverConfig()), None, search=("corp.example", "cluster.local"))
+    assert ap.base(qname, namespace) == base
+    assert ap.may_apply(qname) == may_apply
+    assert ap.path("github.com", "cluster.local") == [
+        "github.com.svc.cluster.local", "github.com.cluster.local", "github.com.corp.example", "github.com"
+    ], "the pod's order; cluster zones are not repeated as host search domains"

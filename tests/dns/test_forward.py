@@ -276,3 +276,32 @@ def test_without_upstreams_nothing_is_forwarded(example_server):
     reply = example_server.query("www.example.test.", "A")
     assert reply.rcode() == dns.rcode.REFUSED
     assert not reply.flags & dns.flags.RA
+
+
+def test_an_upstream_that_refuses_is_passed_over(serve, knot, tmp_path):
+    """Knot serving only corp.internal REFUSES example.test: the next upstream answers."""
+    with Knot(tmp_path / "corp", {"corp.internal": CORP_ZONE}) as corp:
+        srv = serve(upstreams=(corp.address, knot.address))
+        assert srv.query("www.example.test.").answer[0][0].address == "192.0.2.10"
+        assert srv.query("db.corp.internal.").answer[0][0].address == "192.0.2.99"
+        assert metric(srv, "svcdns_forward_healthy", to=upstream_label(corp.address)) == 1, "refusing is not being down"
+
+
+def test_only_stub_domains_configured_refuses_other_names(serve, tmp_path):
+    with Knot(tmp_path / "corp", {"corp.internal": CORP_ZONE}) as corp:
+        srv = serve(stub_domains=(("corp.internal", (corp.address,)),))
+        assert srv.query("db.corp.internal.").answer[0][0].address == "192.0.2.99"
+        assert srv.query("www.example.test.").rcode() == dns.rcode.REFUSED
+
+
+def test_forwarding_metrics(serve, knot):
+    srv = serve(upstreams=(knot.address,))
+    to = upstream_label(knot.address)
+    srv.query("www.example.test.")
+    srv.query("www.example.test.")
+    assert metric(srv, "svcdns_cache_misses_total") == 1
+    assert metric(srv, "svcdns_cache_hits_total", type="success") == 1
+    assert metric(srv, "svcdns_forward_requests_total", to=to, domain=".") == 1, "the cache hit stayed home"
+    assert metric(srv, "svcdns_forward_request_duration_seconds_count", to=to) == 1
+    assert metric(srv, "svcdns_forward_failures_total", to=to) == 0
+    assert metric(srv, "svcdns_cache_entries") == 1
