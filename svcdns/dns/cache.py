@@ -164,14 +164,36 @@ def servfail(key: bytes) -> bytes:
 
 
 class _Entries(LRUCache):
-    """An LRU that counts what it evicts for want of room."""
+    """An LRU that counts what it evicts for want of room, with a plain-dict ``index`` of
+    the same entries: the hot path reads the index (a dict lookup) and refreshes an
+    entry's LRU place only when its TTLs are rebuilt, about once a second."""
 
-    evictions = 0
+    def __init__(self, maxsize: int):
+        super().__init__(maxsize=maxsize)
+        self.index: dict[bytes, Entry] = {}
+        self.evictions = 0
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)  # may evict through popitem -> __delitem__
+        self.index[key] = value
+
+    def __delitem__(self, key) -> None:
+        super().__delitem__(key)
+        del self.index[key]
 
     def popitem(self):
         item = super().popitem()
         self.evictions += 1
         return item
+
+    def clear(self) -> None:  # (older cachetools clear by popitem: those are not evictions)
+        evictions = self.evictions
+        super().clear()
+        self.index.clear()
+        self.evictions = evictions
+
+    def touch(self, key) -> None:
+        self.get(key)  # LRUCache's lookup moves the key to the most recently used end
 
 
 class ForwardCache:

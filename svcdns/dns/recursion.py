@@ -65,21 +65,25 @@ class Recursor:
     def cached(self, key: bytes, client: str) -> bytes | None:
         """A fresh cached template for this client, or None (the slow path decides)."""
         cache = self.cache
-        entry = cache.entries.get(key)
+        entries = cache.entries
+        entry = entries.index.get(key)
         if entry is None:
-            entry = cache.composed.get(key)
+            entries = cache.composed
+            entry = entries.index.get(key)
             if entry is None:
                 return None
             if entry.namespace is not None:
                 pod = self.state.pod_by_ip.get(client)
                 if pod is None or pod.namespace != entry.namespace:
                     return None
-        if not entry.hot or not self.allowed(client):
+        if not entry.hot or not self.acl(client):
             return None
         now = cache.clock()
         if now >= entry.expires:
             return None
         cache.hits[entry.kind] += 1
+        if int(now - entry.stored) != entry._age:  # a new second: new TTLs, and a fresh LRU place
+            entries.touch(key)
         return entry.template(now)
 
     # --- resolving ------------------------------------------------------------------------

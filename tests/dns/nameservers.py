@@ -170,11 +170,13 @@ def _udp_bound(host: str, port: int) -> bool:
 class SlowServer:
     """A UDP nameserver that answers every A question with 192.0.2.77 after ``delay``
     seconds (None: never). ``lies`` first sends a reply with a wrong ID and one for a
-    wrong question from the same address. ``questions`` records what it was asked."""
+    wrong question from the same address; ``old`` rejects EDNS with FORMERR.
+    ``questions`` records what it was asked."""
 
-    def __init__(self, delay: float | None, *, lies: bool = False, host: str = "127.0.0.1"):
+    def __init__(self, delay: float | None, *, lies: bool = False, old: bool = False, host: str = "127.0.0.1"):
         self.delay = delay
         self.lies = lies
+        self.old = old  # answers FORMERR to queries with EDNS, like servers from before RFC 6891
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((host, 0))
         self.address = self.sock.getsockname()
@@ -200,7 +202,12 @@ class SlowServer:
                 continue
             query = dns.message.from_wire(data)
             self.questions.append(query.question[0].name.to_text())
-            if self.delay is not None:
+            if self.old and query.edns >= 0:
+                formerr = dns.message.make_response(query)
+                formerr.use_edns(False)
+                formerr.set_rcode(dns.rcode.FORMERR)
+                self.sock.sendto(formerr.to_wire(), peer)
+            elif self.delay is not None:
                 threading.Timer(self.delay, self._answer, (query, peer)).start()
 
     def _answer(self, query: dns.message.Message, peer) -> None:

@@ -167,3 +167,23 @@ def test_template_drops_opt_and_flags_and_counts_ttls_down():
     assert ttls(dns.message.from_wire(entry.template(50.0))) == [300]
     assert ttls(dns.message.from_wire(entry.template(170.9))) == [180]
     assert ttls(dns.message.from_wire(entry.stale())) == [30]
+
+
+def test_lru_keeps_the_entries_the_hot_path_serves():
+    from svcdns.dns.cache import ForwardCache
+
+    clock = FakeClock()
+    cache = ForwardCache(size=2, max_ttl=3600, serve_stale=0, clock=clock)
+    keys = [question_key(f"h{i}.example", 1) for i in range(3)]
+    wire = _reply(answer=["host.example. 300 IN A 192.0.2.1"])
+    for key in keys[:2]:
+        cache.store(key, wire[:12] + key + wire[12 + len(question_key("host.example", 1)):])
+    clock.advance(1)
+    assert cache.entries.index[keys[0]].template(clock()) is not None
+    cache.entries.touch(keys[0])  # what a hot-path hit in a new second does
+    cache.store(keys[2], wire[:12] + keys[2] + wire[12 + len(question_key("host.example", 1)):])
+    assert set(cache.entries.index) == {keys[0], keys[2]}, "h1, not the recently served h0, was evicted"
+    assert cache.evictions == 1
+    cache.clear_composed()
+    cache.entries.clear()
+    assert cache.evictions == 1 and cache.entries.index == {}, "clearing is not evicting"

@@ -215,6 +215,13 @@ def test_replies_with_the_wrong_id_or_question_are_discarded(serve):
         assert rrset_texts(reply.answer) == ["bank.example.test. 120 IN A 192.0.2.77"]
 
 
+def test_an_upstream_without_edns_is_asked_again_without_it(serve):
+    with SlowServer(delay=0.0, old=True) as old:
+        srv = serve(upstreams=(old.address,))
+        assert rrset_texts(srv.query("legacy.example.test.").answer) == ["legacy.example.test. 120 IN A 192.0.2.77"]
+        assert [q for q in old.questions if q.startswith("legacy")] == ["legacy.example.test."] * 2
+
+
 def test_upstream_queries_use_random_ids_and_source_ports(serve):
     """Each upstream query comes from a fresh socket with a fresh ID."""
     seen = []
