@@ -133,7 +133,8 @@ class UpstreamGroup:
         return healthy or list(self.upstreams)
 
     async def exchange(self, key: bytes, deadline: float) -> bytes:
-        """The first usable answer; SERVFAIL/REFUSED from one upstream moves on to the next."""
+        """The first usable answer; SERVFAIL/REFUSED (or FORMERR/NOTIMP even without EDNS)
+        from one upstream moves on to the next."""
         loop = asyncio.get_running_loop()
         last: bytes | None = None
         errors = []
@@ -148,7 +149,7 @@ class UpstreamGroup:
                 errors.append(f"{up.name}: {_describe(e)}")
                 continue
             self._answered(up)
-            if reply[3] & 0x0F in (SERVFAIL, REFUSED):
+            if reply[3] & 0x0F in (SERVFAIL, REFUSED, FORMERR, NOTIMP):
                 last = reply
                 errors.append(f"{up.name}: rcode {reply[3] & 0x0F}")
                 continue
@@ -156,16 +157,25 @@ class UpstreamGroup:
         raise UpstreamError("; ".join(errors) or "query timeout spent", last)
 
     async def ask(self, up: Upstream, key: bytes, timeout: float) -> bytes:
-        """One try at one upstream: UDP, then TCP if truncated; no EDNS if it chokes on it."""
+        """One try at one upstream, all steps within ``timeout``: UDP, again without EDNS if
+        the server chokes on it, then TCP if the answer was truncated."""
         up.requests += 1
         started = time.perf_counter()
+        end = started + timeout
+
+        def left() -> float:
+            remaining = end - time.perf_counter()
+            if remaining <= 0:
+                raise TimeoutError
+            return remaining
+
         try:
-            reply = await udp_exchange(up, key, timeout)
+            reply = await udp_exchange(up, key, left())
             if reply[3] & 0x0F in (FORMERR, NOTIMP):  # an old server that does not speak EDNS
-                reply = await udp_exchange(up, key, timeout, edns=False)
+                reply = await udp_exchange(up, key, left(), edns=False)
             if reply[2] & 0x02:  # TC: the whole answer only comes over TCP
                 up.tcp_retries += 1
-                reply = await tcp_exchange(up, key, timeout)
+                reply = await tcp_exchange(up, key, left())
         finally:
             up.latency.observe(time.perf_counter() - started)
         return reply
