@@ -20,6 +20,7 @@ from dnslib import EDNS0, QTYPE, DNSError, DNSRecord
 
 from ..store import ClusterState
 from .acl import AccessList
+from .cache import servfail
 from .compiler import AnswerTable
 from .records import FORMERR, NOTIMP, NXDOMAIN, REFUSED, SERVFAIL, T_ANY, Answer, Resolver
 from .transfer import soa_only, transfer_messages
@@ -217,7 +218,11 @@ class DnsHandler:
         data, qend = self._question(data, key)
 
         async def finish() -> bytes:
-            template = await pending
+            try:
+                template = await pending
+            except Exception:
+                log.exception("completing the answer for %s failed", qname)
+                template = None
             if template is None:
                 template = pack(qname, request.q.qtype, fallback, recursion_available=self.table.recursion_available)
             return self.stamp(data, key, template, qend, edns, limit)
@@ -225,7 +230,12 @@ class DnsHandler:
         return finish()
 
     async def _stamp_later(self, pending: Awaitable[bytes], data: bytes, key: bytes, qend: int, edns: bool, limit: int) -> bytes:
-        return self.stamp(data, key, await pending, qend, edns, limit)
+        try:
+            template = await pending
+        except Exception:
+            log.exception("forwarding failed")
+            template = servfail(key)
+        return self.stamp(data, key, template, qend, edns, limit)
 
     @staticmethod
     def _question(data: bytes, key: bytes) -> tuple[bytes, int]:

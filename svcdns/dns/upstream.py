@@ -18,6 +18,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
+from .cache import BadReply, records
 from .server import Latency
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,8 @@ class UpstreamGroup:
                 break
             try:
                 reply = await self.ask(up, key, min(self.timeout, remaining))
-            except (OSError, TimeoutError, asyncio.TimeoutError, asyncio.IncompleteReadError) as e:
+                records(reply, 12 + len(key))  # takes the reply apart; raises BadReply if it cannot
+            except (OSError, TimeoutError, asyncio.TimeoutError, asyncio.IncompleteReadError, BadReply) as e:
                 self._failed(up, e)
                 errors.append(f"{up.name}: {_describe(e)}")
                 continue

@@ -170,12 +170,14 @@ def _udp_bound(host: str, port: int) -> bool:
 class SlowServer:
     """A UDP nameserver that answers every A question with 192.0.2.77 after ``delay``
     seconds (None: never). ``lies`` first sends a reply with a wrong ID and one for a
-    wrong question from the same address; ``old`` rejects EDNS with FORMERR.
+    wrong question from the same address; ``old`` rejects EDNS with FORMERR;
+    ``garbled`` claims more records than it sends.
     ``questions`` records what it was asked."""
 
-    def __init__(self, delay: float | None, *, lies: bool = False, old: bool = False, host: str = "127.0.0.1"):
+    def __init__(self, delay: float | None, *, lies: bool = False, old: bool = False, garbled: bool = False, host: str = "127.0.0.1"):
         self.delay = delay
         self.lies = lies
+        self.garbled = garbled  # the right ID and question, then records that are not there
         self.old = old  # answers FORMERR to queries with EDNS, like servers from before RFC 6891
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((host, 0))
@@ -224,7 +226,10 @@ class SlowServer:
                 wrong_q = dns.message.make_response(other)
                 wrong_q.answer.append(dns.rrset.from_text("evil.example.", 120, "IN", "A", "203.0.113.66"))
                 self.sock.sendto(wrong_q.to_wire(), peer)
-            self.sock.sendto(reply.to_wire(), peer)
+            wire = reply.to_wire()
+            if self.garbled:
+                wire = wire[:6] + b"\x00\x05" + wire[8:]  # ANCOUNT 5, one record present
+            self.sock.sendto(wire, peer)
         except OSError:
             pass
 

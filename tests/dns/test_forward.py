@@ -222,6 +222,15 @@ def test_an_upstream_without_edns_is_asked_again_without_it(serve):
         assert [q for q in old.questions if q.startswith("legacy")] == ["legacy.example.test."] * 2
 
 
+def test_a_garbled_upstream_reply_is_not_used(serve, knot):
+    with SlowServer(delay=0.0, garbled=True) as garbled:
+        srv = serve(upstreams=(garbled.address, knot.address))
+        assert rrset_texts(srv.query("www.example.test.").answer) == ["www.example.test. 300 IN A 192.0.2.10"]
+        assert metric(srv, "svcdns_forward_failures_total", to=upstream_label(garbled.address)) == 1
+        alone = serve(upstreams=(garbled.address,))
+        assert alone.query("www.example.test.").rcode() == dns.rcode.SERVFAIL
+
+
 def test_upstream_queries_use_random_ids_and_source_ports(serve):
     """Each upstream query comes from a fresh socket with a fresh ID."""
     seen = []
