@@ -38,7 +38,8 @@ def dnsperf(port: int, queries: Path, seconds: int, cpu: str, server_pid: int) -
     what one core sustains even when the machine is shared with other work."""
     used = cpu_seconds(server_pid)
     out = subprocess.run(
-        ["taskset", "-c", cpu, "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries), "-l", str(seconds), "-c", "4", "-q", "200"],
+        ["taskset", "-c", cpu, "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries), "-l", str(seconds),
+         "-c", "4", "-q", "200"],
         capture_output=True, text=True, check=True,
     ).stdout
     used = cpu_seconds(server_pid) - used
@@ -75,7 +76,8 @@ def main() -> int:
                 forwarded.write_text("".join(f"h{i}.bench.test A\n" for i in range(args.names)))
                 cluster = tmpdir / "cluster.txt"
                 cluster.write_text("my-service.default.svc.cluster.local A\n")
-                subprocess.run(["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(forwarded), "-n", "1"], capture_output=True, check=True)
+                warm = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(forwarded), "-n", "1"]
+                subprocess.run(warm, capture_output=True, check=True)
                 url = f"http://127.0.0.1:{health}/metrics"
                 sent_before = metric(url, "svcdns_forward_requests_total")
                 time.sleep(0.5)

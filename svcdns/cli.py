@@ -47,16 +47,23 @@ def _count(value: str) -> int:
 def add_forwarding_flags(serve: argparse.ArgumentParser) -> None:
     """Forwarding, cache, autopath and the access lists (issue 4)."""
     fwd = serve.add_argument_group("forwarding (names outside the cluster zones)")
-    fwd.add_argument("--upstream", action="append", default=[], metavar="ADDR[:PORT]|FILE", help="upstream nameserver (repeatable, tried in order), or a resolv.conf whose nameservers to use; without one, names outside the cluster are REFUSED")
-    fwd.add_argument("--stub-domain", action="append", default=[], metavar="DOMAIN=ADDR[,ADDR]", help="send names under DOMAIN to these nameservers (repeatable; kube-dns stubDomains)")
-    fwd.add_argument("--upstream-timeout", type=_seconds, default=2.0, metavar="SECONDS", help="how long one try at one upstream waits (default 2)")
-    fwd.add_argument("--query-timeout", type=_seconds, default=4.0, metavar="SECONDS", help="a forwarded query's whole budget before SERVFAIL (default 4)")
-    fwd.add_argument("--cache-size", type=_count, default=10000, metavar="N", help="forwarded answers cached (default 10000; 0 turns the cache off)")
-    fwd.add_argument("--cache-max-ttl", type=_count, default=3600, metavar="SECONDS", help="longest a forwarded answer is cached (default 3600)")
-    fwd.add_argument("--serve-stale", type=_count, default=3600, metavar="SECONDS", help="serve expired answers this long when every upstream fails (default 3600; 0 off; RFC 8767)")
-    fwd.add_argument("--autopath", action=argparse.BooleanOptionalAction, default=True, help="walk a pod's search path server-side (default on)")
-    fwd.add_argument("--allow-recursion", action="append", metavar="CIDR", help="clients that may have names outside the cluster resolved (repeatable; default loopback and private ranges)")
-    fwd.add_argument("--allow-transfer", action="append", default=[], metavar="CIDR", help="clients allowed AXFR/IXFR of the cluster zones over TCP (default none)")
+    add = fwd.add_argument
+    add("--upstream", action="append", default=[], metavar="ADDR[:PORT]|FILE",
+        help="upstream nameserver (repeatable, tried in order), or a resolv.conf whose nameservers to use; "
+        "without one, names outside the cluster are REFUSED")
+    add("--stub-domain", action="append", default=[], metavar="DOMAIN=ADDR[,ADDR]",
+        help="send names under DOMAIN to these nameservers (repeatable; kube-dns stubDomains)")
+    add("--upstream-timeout", type=_seconds, default=2.0, metavar="SECONDS", help="how long one try at one upstream waits (default 2)")
+    add("--query-timeout", type=_seconds, default=4.0, metavar="SECONDS", help="a forwarded query's whole budget (default 4)")
+    add("--cache-size", type=_count, default=10000, metavar="N", help="forwarded answers cached (default 10000; 0 turns the cache off)")
+    add("--cache-max-ttl", type=_count, default=3600, metavar="SECONDS", help="longest a forwarded answer is cached (default 3600)")
+    add("--serve-stale", type=_count, default=3600, metavar="SECONDS",
+        help="serve expired answers this long when every upstream fails (default 3600; 0 off; RFC 8767)")
+    add("--autopath", action=argparse.BooleanOptionalAction, default=True, help="walk a pod's search path server-side (default on)")
+    add("--allow-recursion", action="append", metavar="CIDR",
+        help="clients that may have names outside the cluster resolved (repeatable; default loopback and private ranges)")
+    add("--allow-transfer", action="append", default=[], metavar="CIDR",
+        help="clients allowed AXFR/IXFR of the cluster zones over TCP (default none)")
 
 
 def upstream_servers(values: list[str]) -> tuple[tuple[tuple[str, int], ...], tuple[str, ...]]:

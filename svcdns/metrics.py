@@ -101,7 +101,9 @@ class RecursionCollector:
 
     def collect(self):
         if self.autopath is not None:
-            yield CounterMetricFamily("svcdns_autopath_success", "Queries answered by walking a pod's search path.", value=self.autopath.hits)
+            yield CounterMetricFamily(
+                "svcdns_autopath_success", "Queries answered by walking a pod's search path.", value=self.autopath.hits
+            )
         rec = self.recursor
         if rec is None:
             return
@@ -116,7 +118,9 @@ class RecursionCollector:
             for domain, up in ups:
                 family.add_metric([up.name, domain], value(up))
             yield family
-        healthy = GaugeMetricFamily("svcdns_forward_healthy", "1 while an upstream is in use, 0 while it is skipped.", labels=["to", "domain"])
+        healthy = GaugeMetricFamily(
+            "svcdns_forward_healthy", "1 while an upstream is in use, 0 while it is skipped.", labels=["to", "domain"]
+        )
         for domain, up in ups:
             healthy.add_metric([up.name, domain], int(up.healthy))
         yield healthy
@@ -124,7 +128,9 @@ class RecursionCollector:
             "svcdns_forward_request_duration_seconds", "Time an upstream took to answer.", ["to", "domain"],
             [([up.name, domain], up.latency) for domain, up in ups],
         )
-        yield CounterMetricFamily("svcdns_recursion_refused", "Non-cluster queries refused (client not in --allow-recursion).", value=rec.refused)
+        yield CounterMetricFamily(
+            "svcdns_recursion_refused", "Non-cluster queries refused (client not in --allow-recursion).", value=rec.refused
+        )
         cache = rec.cache
         hits = CounterMetricFamily("svcdns_cache_hits", "Forwarded answers served from the cache.", labels=["type"])
         hits.add_metric(["success"], cache.hits[0])
@@ -132,5 +138,8 @@ class RecursionCollector:
         yield hits
         yield CounterMetricFamily("svcdns_cache_misses", "Forwarded questions not (freshly) cached.", value=cache.misses)
         yield CounterMetricFamily("svcdns_cache_evictions", "Cache entries evicted for want of room.", value=cache.evictions)
-        yield CounterMetricFamily("svcdns_cache_served_stale", "Expired answers served because every upstream failed.", value=cache.stale_served)
-        yield GaugeMetricFamily("svcdns_cache_entries", "Answers held in the forwarding cache.", value=len(cache.entries) + len(cache.composed))
+        yield CounterMetricFamily(
+            "svcdns_cache_served_stale", "Expired answers served because every upstream failed.", value=cache.stale_served
+        )
+        entries = len(cache.entries) + len(cache.composed)
+        yield GaugeMetricFamily("svcdns_cache_entries", "Answers held in the forwarding cache.", value=entries)

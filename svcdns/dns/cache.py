@@ -61,7 +61,7 @@ class Entry:
 
     def _with_ttls(self, ttl_of: Callable[[int], int]) -> bytes:
         buf = bytearray(self.wire)
-        for offset, ttl in zip(self.offsets, self.ttls):
+        for offset, ttl in zip(self.offsets, self.ttls, strict=True):
             struct.pack_into(">I", buf, offset, ttl_of(ttl))
         return bytes(buf)
 

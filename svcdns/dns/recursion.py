@@ -146,7 +146,9 @@ class Recursor:
         records: tuple = ()
         if tmpl[3] & 0x0F == NOERROR:
             records = tuple(DNSRecord.parse(tmpl).rr)
-        full = Answer(NOERROR, answer.answer + records, answer.authority, answer.additional, rule=answer.rule, authoritative=answer.authoritative)
+        full = Answer(
+            NOERROR, answer.answer + records, answer.authority, answer.additional, rule=answer.rule, authoritative=answer.authoritative
+        )
         template = pack(qname, qtype, full, recursion_available=True)
         if records and qname.count(".") > 0:
             return self.cache.store_composed(question_key(qname, qtype), template, namespace)
@@ -184,16 +186,16 @@ class Recursor:
             name = f"{self._probe_name}.{group.domain}".rstrip(".")
             key = question_key(name, T_HINFO)
             for up in group.upstreams:
-                tries.append((group, up, udp_exchange(up, key, timeout)))
-        results = await asyncio.gather(*(t[2] for t in tries), return_exceptions=True)
+                tries.append((up, udp_exchange(up, key, timeout)))
+        results = await asyncio.gather(*(t[1] for t in tries), return_exceptions=True)
         looped = self.probe_hits
         self.probe_hits, probe = 0, self._probe_name
         self._probe_name = ""
-        for (group, up, _), result in zip(tries, results):
+        for (up, _), result in zip(tries, results, strict=True):
             if isinstance(result, BaseException) and not looped:
                 log.warning("upstream %s did not answer the start-up probe (%s)", up.name, type(result).__name__)
         if looped:
-            ups = ", ".join(up.name for _, up, _ in tries)
+            ups = ", ".join(up.name for up, _ in tries)
             raise ForwardingLoop(
                 f"forwarding loop detected: the probe query '{probe}. HINFO' sent to the upstreams ({ups}) came back to "
                 "svcdns itself. An upstream (or something it forwards to) points at svcdns; give --upstream a resolver "

@@ -139,7 +139,8 @@ def _reply(rcode="NOERROR", answer=(), authority=(), edns=True) -> bytes:
 
 SOA = "example. 300 IN SOA ns.example. admin.example. 1 3600 600 86400 {minimum}"
 LIFETIMES = [
-    ("positive: smallest TTL", _reply(answer=["host.example. 300 IN A 192.0.2.1", "host.example. 300 IN A 192.0.2.2"]), 3600, (300, SUCCESS)),
+    ("positive: smallest TTL", _reply(answer=["host.example. 300 IN A 192.0.2.1", "host.example. 30 IN AAAA 2001:db8::1"]), 3600,
+     (30, SUCCESS)),
     ("positive: capped", _reply(answer=["host.example. 86400 IN A 192.0.2.1"]), 3600, (3600, SUCCESS)),
     ("NXDOMAIN: SOA minimum", _reply("NXDOMAIN", authority=[SOA.format(minimum=60)]), 3600, (60, DENIAL)),
     ("NXDOMAIN: SOA TTL below minimum", _reply("NXDOMAIN", authority=[SOA.format(minimum=900)]), 3600, (300, DENIAL)),

@@ -16,7 +16,7 @@ import dns.rdatatype
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import rrset_texts, state_from_yaml
+from tests.conftest import rrset_texts
 from tests.dns.nameservers import CORP_ZONE, Knot, SlowServer, free_port
 
 SHOP = """
@@ -76,7 +76,8 @@ def upstream_label(address) -> str:
 CASES = [
     ("www.example.test.", "A", "NOERROR", ["www.example.test. 300 IN A 192.0.2.10"]),
     ("www.example.test.", "AAAA", "NOERROR", ["www.example.test. 300 IN AAAA 2001:db8::10"]),
-    ("alias.example.test.", "A", "NOERROR", ["alias.example.test. 300 IN CNAME www.example.test.", "www.example.test. 300 IN A 192.0.2.10"]),
+    ("alias.example.test.", "A", "NOERROR",
+     ["alias.example.test. 300 IN CNAME www.example.test.", "www.example.test. 300 IN A 192.0.2.10"]),
     ("nope.example.test.", "A", "NXDOMAIN", []),
     ("www.example.test.", "MX", "NOERROR", []),  # NODATA
     ("10.2.0.192.in-addr.arpa.", "PTR", "NOERROR", ["10.2.0.192.in-addr.arpa. 300 IN PTR www.example.test."]),  # not a cluster address

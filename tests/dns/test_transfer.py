@@ -27,7 +27,8 @@ def axfr(srv, zone="cluster.local", source=None) -> dns.zone.Zone:
 def zone_texts(zone: dns.zone.Zone) -> set[str]:
     out = set()
     for name, ttl, rdata in zone.iterate_rdatas():
-        out.add(f"{name.derelativize(zone.origin).to_text()} {ttl} IN {dns.rdatatype.to_text(rdata.rdtype)} {rdata.to_text(origin=zone.origin, relativize=False)}")
+        owner = name.derelativize(zone.origin).to_text()
+        out.add(f"{owner} {ttl} IN {dns.rdatatype.to_text(rdata.rdtype)} {rdata.to_text(origin=zone.origin, relativize=False)}")
     return out
 
 
