@@ -135,11 +135,15 @@ class UpstreamGroup:
 
     async def exchange(self, key: bytes, deadline: float) -> bytes:
         """The first usable answer; SERVFAIL/REFUSED (or FORMERR/NOTIMP even without EDNS)
-        from one upstream moves on to the next."""
+        from one upstream moves on to the next. An upstream that timed out gets one more
+        try after the others while the deadline allows (a lost datagram is not a dead
+        server; glibc's resolver retries the same way)."""
         loop = asyncio.get_running_loop()
         last: bytes | None = None
         errors = []
-        for up in self.order():
+        queue = self.order()
+        retried: set[int] = set()
+        for up in queue:  # grows while we iterate: timed-out upstreams go to the back once
             remaining = deadline - loop.time()
             if remaining <= 0.001:
                 break
@@ -149,6 +153,9 @@ class UpstreamGroup:
             except (OSError, TimeoutError, asyncio.TimeoutError, asyncio.IncompleteReadError, BadReply) as e:
                 self._failed(up, e)
                 errors.append(f"{up.name}: {_describe(e)}")
+                if isinstance(e, (TimeoutError, asyncio.TimeoutError)) and id(up) not in retried:
+                    retried.add(id(up))
+                    queue.append(up)
                 continue
             self._answered(up)
             if reply[3] & 0x0F in (SERVFAIL, REFUSED, FORMERR, NOTIMP):

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import dns.exception
@@ -17,6 +18,7 @@ import dns.message
 import dns.query
 import dns.rcode
 import dns.rrset
+from prometheus_client.parser import text_string_to_metric_families
 
 KNOTD = shutil.which("knotd") or "/usr/sbin/knotd"
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
@@ -246,3 +248,16 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         self.now += seconds
 
+
+def metric(srv, name: str, **labels) -> float:
+    """One sample from the server's /metrics (0 when absent)."""
+    text = urllib.request.urlopen(srv.health_url + "/metrics", timeout=5).read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+def upstream_label(address) -> str:
+    return f"{address[0]}:{address[1]}"

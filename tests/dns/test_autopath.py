@@ -8,8 +8,7 @@ import dns.rcode
 import pytest
 
 from tests.conftest import RunningServer, base_config, rrset_texts
-from tests.dns.nameservers import Knot
-from tests.dns.test_forward import metric
+from tests.dns.nameservers import Knot, metric
 
 POD_SHOP = "127.0.5.5"  # pod shop/client
 POD_TEAM = "127.0.6.6"  # pod team/worker

@@ -13,8 +13,7 @@ import pytest
 from svcdns.dns.cache import DENIAL, SUCCESS, lifetime, make_entry, to_template
 from svcdns.dns.wire import question_key
 from tests.conftest import rrset_texts
-from tests.dns.nameservers import FakeClock, Knot
-from tests.dns.test_forward import metric, upstream_label
+from tests.dns.nameservers import FakeClock, Knot, metric, upstream_label
 
 
 @pytest.fixture(scope="module")

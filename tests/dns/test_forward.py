@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-import urllib.request
 
 import dns.flags
 import dns.message
@@ -14,10 +13,9 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import rrset_texts
-from tests.dns.nameservers import CORP_ZONE, Knot, SlowServer, free_port
+from tests.dns.nameservers import CORP_ZONE, Knot, SlowServer, free_port, metric, upstream_label
 
 SHOP = """
 apiVersion: v1
@@ -56,20 +54,6 @@ def forwarding(knot, manifests):
 
     with RunningServer(base_config(upstreams=(knot.address,), manifests=manifests)) as srv:
         yield srv
-
-
-def metric(srv, name: str, **labels) -> float:
-    """One sample from the server's /metrics (0 when absent)."""
-    text = urllib.request.urlopen(srv.health_url + "/metrics", timeout=5).read().decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-    return 0.0
-
-
-def upstream_label(address) -> str:
-    return f"{address[0]}:{address[1]}"
 
 
 # (qname, qtype, rcode, answer) asked of svcdns; Knot holds the answers.
@@ -173,10 +157,10 @@ def test_failover_skips_a_dead_upstream_until_it_answers_again(serve, tmp_path):
 
 def test_slow_upstream_times_out_and_the_next_one_answers(serve, knot):
     with SlowServer(delay=None) as blackhole:
-        srv = serve(upstreams=(blackhole.address, knot.address), upstream_timeout=0.3, query_timeout=2.0)
+        srv = serve(upstreams=(blackhole.address, knot.address), upstream_timeout=0.3, query_timeout=3.0)
         started = time.monotonic()
         reply = srv.query("www.example.test.", "AAAA")
-        assert 0.3 <= time.monotonic() - started < 1.5
+        assert 0.3 <= time.monotonic() - started < 2.5, "one upstream timeout, then the next upstream"
         assert [r.address for r in reply.answer[0]] == ["2001:db8::10"]
         assert metric(srv, "svcdns_forward_failures_total", to=upstream_label(blackhole.address)) == 1
 
@@ -188,7 +172,9 @@ def test_never_seen_name_gets_servfail_within_the_query_timeout(serve):
         reply = srv.query("www.example.test.", "A")
         elapsed = time.monotonic() - started
         assert reply.rcode() == dns.rcode.SERVFAIL
-        assert elapsed < 1.5, f"SERVFAIL took {elapsed:.2f}s"
+        assert 0.55 <= elapsed < 2.0, f"SERVFAIL after {elapsed:.2f}s; the query timeout is 0.6s"
+        asked = [q for q in blackhole.questions if q.startswith("www.")]
+        assert asked == ["www.example.test."] * 2, "a second try fits in the query timeout"
 
 
 def test_identical_questions_in_flight_go_upstream_once(serve):
