@@ -7,7 +7,7 @@ LISTEN ?= 127.0.0.1:5353
 HEALTH ?= 127.0.0.1:8080
 DIG    := dig @127.0.0.1 -p $(lastword $(subst :, ,$(LISTEN)))
 
-.PHONY: run test system-deps bench clean
+.PHONY: run test system-deps bench bench-forward clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 # Debian packages the tests drive for real (installed only when missing).
 system-deps:
 	@./scripts/need dig:dnsutils
+	@./scripts/need knotd:knot dnsmasq:dnsmasq-base   # real upstream nameservers for the forwarding tests
 
 run: $(STAMP)
 	@./scripts/need dig:dnsutils || echo "(could not install dig; any DNS client will do)"
@@ -38,6 +39,11 @@ test: $(STAMP) system-deps
 
 bench: $(STAMP)
 	./bench/dnsperf.sh
+
+# Forwarded answers served from the cache, one core (docs/performance.md, "Forwarding cache").
+bench-forward: $(STAMP)
+	@./scripts/need dnsperf:dnsperf knotd:knot taskset:util-linux
+	$(PY) bench/forward_cache.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -11,7 +11,7 @@ import logging
 import re
 import sys
 
-from .config import ConfigError, ServeConfig, parse_hostport
+from .config import PRIVATE_NETWORKS, ConfigError, ServeConfig, parse_hostport, parse_networks
 from .env import DEFAULT_WARN_BYTES, FORMATS
 from .ipam import RangeError, parse_service_cidrs
 
@@ -63,6 +63,83 @@ def add_service_cidr_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 60:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds (0-60]")
+    return seconds
+
+
+def _count(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number >= 0")
+    return int(value)
+
+
+def add_forwarding_flags(serve: argparse.ArgumentParser) -> None:
+    """Forwarding, cache, autopath and the access lists (issue 4)."""
+    fwd = serve.add_argument_group("forwarding (names outside the cluster zones)")
+    add = fwd.add_argument
+    add("--upstream", action="append", default=[], metavar="ADDR[:PORT]|FILE",
+        help="upstream nameserver (repeatable, tried in order), or a resolv.conf whose nameservers to use; "
+        "without one, names outside the cluster are REFUSED")
+    add("--stub-domain", action="append", default=[], metavar="DOMAIN=ADDR[,ADDR]",
+        help="send names under DOMAIN to these nameservers (repeatable; kube-dns stubDomains)")
+    add("--upstream-timeout", type=_seconds, default=2.0, metavar="SECONDS", help="how long one try at one upstream waits (default 2)")
+    add("--query-timeout", type=_seconds, default=4.0, metavar="SECONDS", help="a forwarded query's whole budget (default 4)")
+    add("--cache-size", type=_count, default=10000, metavar="N", help="forwarded answers cached (default 10000; 0 turns the cache off)")
+    add("--cache-max-ttl", type=_count, default=3600, metavar="SECONDS", help="longest a forwarded answer is cached (default 3600)")
+    add("--serve-stale", type=_count, default=3600, metavar="SECONDS",
+        help="serve expired answers this long when every upstream fails (default 3600; 0 off; RFC 8767)")
+    add("--autopath", action=argparse.BooleanOptionalAction, default=True, help="walk a pod's search path server-side (default on)")
+    add("--allow-recursion", action="append", metavar="CIDR",
+        help="clients that may have names outside the cluster resolved (repeatable; default loopback and private ranges)")
+    add("--allow-transfer", action="append", default=[], metavar="CIDR",
+        help="clients allowed AXFR/IXFR of the cluster zones over TCP (default none)")
+
+
+def upstream_servers(values: list[str]) -> tuple[tuple[tuple[str, int], ...], tuple[str, ...]]:
+    """``--upstream`` values: addresses, or resolv.conf files (read here, at the edge).
+    Returns the nameservers and the files' search domains (for autopath)."""
+    from .dns.upstream import parse_resolv_conf
+
+    servers: list[tuple[str, int]] = []
+    search: list[str] = []
+    for value in values:
+        if "/" not in value:
+            servers.append(parse_hostport(value, "--upstream", default_port=53))
+            continue
+        try:
+            with open(value, encoding="utf-8", errors="replace") as f:
+                conf = parse_resolv_conf(f.read())
+        except OSError as e:
+            raise ConfigError(f"--upstream: cannot read {value}: {e.strerror or e}") from None
+        if not conf.nameservers:
+            raise ConfigError(f"--upstream: {value} has no nameserver lines")
+        servers.extend(parse_hostport(host, f"--upstream ({value})", default_port=port) for host, port in conf.nameservers)
+        search.extend(conf.search)
+    return tuple(dict.fromkeys(servers)), tuple(dict.fromkeys(search))
+
+
+def stub_domains(values: list[str], zones: tuple[str, ...]) -> tuple[tuple[str, tuple[tuple[str, int], ...]], ...]:
+    out: dict[str, tuple[tuple[str, int], ...]] = {}
+    for value in values:
+        domain, sep, addrs = value.partition("=")
+        if not sep or not addrs.strip():
+            raise ConfigError(f"--stub-domain: {value!r} is not DOMAIN=ADDR[,ADDR]")
+        try:
+            domain = _zone(domain)
+        except argparse.ArgumentTypeError as e:
+            raise ConfigError(f"--stub-domain: {e}") from None
+        if any(domain == z or domain.endswith("." + z) for z in zones):
+            raise ConfigError(f"--stub-domain: {domain} is inside a cluster zone; svcdns answers it itself")
+        out[domain] = tuple(parse_hostport(a.strip(), f"--stub-domain {domain}", default_port=53) for a in addrs.split(","))
+    return tuple(out.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="svcdns", description="Service discovery for Kubernetes: cluster DNS, service proxy, service env vars.")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log verbosity (default: info for serve, warning otherwise)")
@@ -77,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--pods", choices=["insecure", "verified", "disabled"], default="insecure", help="pod records a-b-c-d.ns.pod.ZONE (CoreDNS semantics; default insecure)")
     serve.add_argument("--endpoint-pod-names", action="store_true", help="name endpoints without a hostname after their pod")
     add_service_cidr_flag(serve)
+    add_forwarding_flags(serve)
     serve.set_defaults(run=run_serve)
 
     env = sub.add_parser(
@@ -121,19 +199,33 @@ def _oneshot(name: str):
 
 
 def serve_config(args: argparse.Namespace) -> ServeConfig:
+    zones = tuple(dict.fromkeys(args.zone or ["cluster.local"]))
+    upstreams, search = upstream_servers(args.upstream)
     return ServeConfig(
         manifests=tuple(args.manifests),
         listen=parse_hostport(args.listen, "--listen"),
-        zones=tuple(dict.fromkeys(args.zone or ["cluster.local"])),
+        zones=zones,
         ttl=args.ttl,
         health=parse_hostport(args.health, "--health") if args.health else None,
         pods=args.pods,
         endpoint_pod_names=args.endpoint_pod_names,
         service_cidrs=args.service_cluster_ip_range,
+        upstreams=upstreams,
+        stub_domains=stub_domains(args.stub_domain, zones),
+        search=search,
+        upstream_timeout=args.upstream_timeout,
+        query_timeout=args.query_timeout,
+        cache_size=args.cache_size,
+        cache_max_ttl=args.cache_max_ttl,
+        serve_stale=args.serve_stale,
+        autopath=args.autopath,
+        allow_recursion=parse_networks(args.allow_recursion or PRIVATE_NETWORKS, "--allow-recursion"),
+        allow_transfer=parse_networks(args.allow_transfer, "--allow-transfer"),
     )
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from .dns.recursion import ForwardingLoop
     from .serve import Server
 
     config = serve_config(args)
@@ -148,6 +240,9 @@ def run_serve(args: argparse.Namespace) -> int:
         asyncio.run(server.serve_forever())
     except OSError as e:
         log.error("cannot serve on %s:%d: %s", *config.listen, e.strerror or e)
+        return 1
+    except ForwardingLoop as e:
+        log.error("%s", e)
         return 1
     return 0
 

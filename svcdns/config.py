@@ -30,6 +30,26 @@ def parse_hostport(value: str, flag: str, default_port: int | None = None) -> tu
     return host, int(port)
 
 
+# Who may use svcdns as a recursive resolver by default: loopback and the private
+# ranges pods and nodes live in (RFC 1918, RFC 6598 shared space, IPv6 ULA and link-local).
+PRIVATE_NETWORKS = (
+    "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+    "::1/128", "fc00::/7", "fe80::/10",
+)
+
+
+def parse_networks(values: list[str] | tuple[str, ...], flag: str) -> tuple[str, ...]:
+    """CIDRs (or bare addresses) for an access list, normalised; a bad one names the flag."""
+    nets = []
+    for value in values:
+        for part in value.split(","):
+            try:
+                nets.append(str(ipaddress.ip_network(part.strip(), strict=False)))
+            except ValueError:
+                raise ConfigError(f"{flag}: {part.strip()!r} is not an address or CIDR") from None
+    return tuple(dict.fromkeys(nets))
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     manifests: tuple[str, ...] = ()
@@ -42,4 +62,16 @@ class ServeConfig:
     poll_interval: float = 1.0
     example: bool = False  # serve the embedded example cluster
     service_cidrs: tuple = ()  # svcdns.ipam.ServiceCIDR ranges: allocate/validate manifest ClusterIPs
+    # Forwarding (issue 4): empty upstreams and stub_domains mean no recursion at all.
+    upstreams: tuple[tuple[str, int], ...] = ()
+    stub_domains: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = ()
+    search: tuple[str, ...] = ()  # the host's search domains (from a resolv.conf upstream), for autopath
+    upstream_timeout: float = 2.0  # one try at one upstream
+    query_timeout: float = 4.0  # a forwarded query's whole budget: SERVFAIL (or stale) after it
+    cache_size: int = 10000
+    cache_max_ttl: int = 3600
+    serve_stale: int = 3600  # seconds past expiry an answer may still be served when upstreams fail
+    autopath: bool = True
+    allow_recursion: tuple[str, ...] = PRIVATE_NETWORKS
+    allow_transfer: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)

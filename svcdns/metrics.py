@@ -12,8 +12,10 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .dns.autopath import AutoPath
     from .dns.compiler import AnswerTable
     from .dns.handler import DnsHandler
+    from .dns.recursion import Recursor
     from .dns.server import Latency
     from .store import ClusterState
 
@@ -31,6 +33,10 @@ class Metrics:
 
     def add_dns(self, handler: "DnsHandler", latency: "Latency", table: "AnswerTable", state: "ClusterState") -> None:
         self.registry.register(DnsCollector(handler, latency, table, state))
+
+    def add_recursion(self, recursor: "Recursor | None", autopath: "AutoPath | None") -> None:
+        if recursor is not None or autopath is not None:
+            self.registry.register(RecursionCollector(recursor, autopath))
 
 
 class DnsCollector:
@@ -72,3 +78,68 @@ class DnsCollector:
         )
         yield GaugeMetricFamily("svcdns_store_services", "Services in the cluster state.", value=len(self.state.services))
         yield GaugeMetricFamily("svcdns_store_synced", "1 once the first full sync is done.", value=int(self.state.synced))
+
+
+def _histogram(name: str, doc: str, labels: list[str], series) -> HistogramMetricFamily:
+    """A histogram family from (label values, Latency) pairs."""
+    family = HistogramMetricFamily(name, doc, labels=labels)
+    for values, lat in series:
+        cumulative, buckets = 0, []
+        for bound, n in zip((*lat.buckets, float("inf")), lat.counts):
+            cumulative += n
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        family.add_metric(values, buckets, lat.sum)
+    return family
+
+
+class RecursionCollector:
+    """Forwarding, the cache in front of it, and autopath (CoreDNS's forward, cache and
+    autopath metrics, under svcdns_). ``to`` is an upstream address: bounded by config."""
+
+    def __init__(self, recursor: "Recursor | None", autopath: "AutoPath | None"):
+        self.recursor, self.autopath = recursor, autopath
+
+    def collect(self):
+        if self.autopath is not None:
+            yield CounterMetricFamily(
+                "svcdns_autopath_success", "Queries answered by walking a pod's search path.", value=self.autopath.hits
+            )
+        rec = self.recursor
+        if rec is None:
+            return
+        ups = [(group.domain or ".", up) for group in rec.groups for up in group.upstreams]
+        counters = {
+            "svcdns_forward_requests": ("Queries sent to an upstream.", lambda up: up.requests),
+            "svcdns_forward_failures": ("Upstream tries that timed out or failed to connect.", lambda up: up.failures),
+            "svcdns_forward_tcp_retries": ("Truncated upstream answers asked again over TCP.", lambda up: up.tcp_retries),
+        }
+        for name, (doc, value) in counters.items():
+            family = CounterMetricFamily(name, doc, labels=["to", "domain"])
+            for domain, up in ups:
+                family.add_metric([up.name, domain], value(up))
+            yield family
+        healthy = GaugeMetricFamily(
+            "svcdns_forward_healthy", "1 while an upstream is in use, 0 while it is skipped.", labels=["to", "domain"]
+        )
+        for domain, up in ups:
+            healthy.add_metric([up.name, domain], int(up.healthy))
+        yield healthy
+        yield _histogram(
+            "svcdns_forward_request_duration_seconds", "Time an upstream took to answer.", ["to", "domain"],
+            [([up.name, domain], up.latency) for domain, up in ups],
+        )
+        yield CounterMetricFamily(
+            "svcdns_recursion_refused", "Non-cluster queries refused (client not in --allow-recursion).", value=rec.refused
+        )
+        cache = rec.cache
+        hits = CounterMetricFamily("svcdns_cache_hits", "Forwarded answers served from the cache.", labels=["type"])
+        hits.add_metric(["success"], cache.hits[0])
+        hits.add_metric(["denial"], cache.hits[1])
+        yield hits
+        yield CounterMetricFamily("svcdns_cache_misses", "Forwarded questions not (freshly) cached.", value=cache.misses)
+        yield CounterMetricFamily("svcdns_cache_evictions", "Cache entries evicted for want of room.", value=cache.evictions)
+        yield CounterMetricFamily(
+            "svcdns_cache_served_stale", "Expired answers served because every upstream failed.", value=cache.stale_served
+        )
+        entries = len(cache.entries) + len(cache.composed)
+        yield GaugeMetricFamily("svcdns_cache_entries", "Answers held in the forwarding cache.", value=entries)

@@ -14,10 +14,15 @@ import time
 from importlib import resources
 
 from .config import ServeConfig
+from .dns.acl import AccessList
+from .dns.autopath import AutoPath
+from .dns.cache import ForwardCache
 from .dns.compiler import AnswerTable
 from .dns.handler import DnsHandler
 from .dns.records import Resolver, ResolverConfig
+from .dns.recursion import Recursor
 from .dns.server import DnsServer
+from .dns.upstream import UpstreamGroup
 from .http import HealthServer
 from .ipam import ClusterIPAllocator
 from .metrics import Metrics
@@ -35,7 +40,8 @@ def example_manifests() -> str:
 class Server:
     """One svcdns DNS server. ``await start()`` binds and loads; ``await close()`` stops."""
 
-    def __init__(self, config: ServeConfig):
+    def __init__(self, config: ServeConfig, *, clock=time.monotonic):
+        # clock: what the forwarding cache ages entries by (tests pass one they control).
         self.config = config
         self.metrics = Metrics()
         self.state = ClusterState(derive_endpoints=True, implicit_namespaces=True)
@@ -52,10 +58,20 @@ class Server:
                 serial=int(time.time()),
             ),
         )
-        self.table = AnswerTable(self.state, self.resolver)
-        self.handler = DnsHandler(self.state, self.resolver, self.table)
+        self.recursor = build_recursor(config, self.state, clock)
+        self.table = AnswerTable(self.state, self.resolver, recursion_available=self.recursor is not None)
+        self.autopath = AutoPath(self.resolver, self.recursor, config.search) if config.autopath else None
+        self.handler = DnsHandler(
+            self.state,
+            self.resolver,
+            self.table,
+            recursor=self.recursor,
+            autopath=self.autopath,
+            allow_transfer=AccessList(config.allow_transfer) if config.allow_transfer else None,
+        )
         self.dns = DnsServer(self.handler, *config.listen, udp_io=os.environ.get("SVCDNS_UDP_IO", "mmsg"))
         self.metrics.add_dns(self.handler, self.dns.latency, self.table, self.state)
+        self.metrics.add_recursion(self.recursor, self.autopath)
         paths = list(config.manifests) or [example_manifests()]
         self.source = ManifestSource(
             paths,
@@ -74,7 +90,15 @@ class Server:
         return self.state.synced and not self.draining
 
     async def start(self) -> None:
+        """Bind, check for a forwarding loop (raises ForwardingLoop), load, serve."""
         await self.dns.start()
+        if self.recursor is not None:
+            try:
+                await self.recursor.check_loops(self.config.upstream_timeout)
+            except BaseException:
+                self.recursor.close()
+                await self.dns.close()
+                raise
         if self.health:
             await self.health.start()
         if not self.config.manifests:
@@ -85,12 +109,17 @@ class Server:
             "serving %s on %s:%d (udp+tcp): %d services, %d precompiled answers",
             ", ".join(self.config.zones), self.dns.host, self.dns.port, len(self.state.services), len(self.table.answers),
         )
+        if self.recursor is not None:
+            for group in self.recursor.groups:
+                log.info("forwarding %s to %s", group.domain or "other names", ", ".join(up.name for up in group.upstreams))
 
     async def close(self) -> None:
         self.draining = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.recursor is not None:
+            self.recursor.close()
         await self.dns.close()
         if self.health:
             await self.health.close()
@@ -104,3 +133,15 @@ class Server:
         await stop.wait()
         log.info("shutting down")
         await self.close()
+
+
+def build_recursor(config: ServeConfig, state: ClusterState, clock) -> Recursor | None:
+    """Forwarding, when any upstream is configured: the default group (``.``) plus one
+    group per stub domain."""
+    groups = [UpstreamGroup(domain, list(servers), config.upstream_timeout) for domain, servers in config.stub_domains]
+    if config.upstreams:
+        groups.append(UpstreamGroup("", list(config.upstreams), config.upstream_timeout))
+    if not groups:
+        return None
+    cache = ForwardCache(config.cache_size, config.cache_max_ttl, config.serve_stale, clock)
+    return Recursor(state, groups, cache, allow=config.allow_recursion, query_timeout=config.query_timeout)

@@ -24,20 +24,28 @@ class RunningServer:
     """A Server running on its own event loop in a thread, so tests can use blocking
     dnspython clients against it. Bound to 127.0.0.1 on a free port."""
 
-    def __init__(self, config: ServeConfig):
+    def __init__(self, config: ServeConfig, **server_kwargs):
         self.config = config
+        self.server_kwargs = server_kwargs  # e.g. clock= for the forwarding cache
         self.loop = asyncio.new_event_loop()
         self.server: Server | None = None
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def __enter__(self) -> "RunningServer":
         self._thread.start()
-        self.server = Server(self.config)
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(timeout=30)
+        self.server = Server(self.config, **self.server_kwargs)
+        try:
+            asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(timeout=30)
+        except BaseException:
+            self._stop_loop()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
         asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(timeout=30)
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
         self.loop.close()
@@ -58,11 +66,12 @@ class RunningServer:
     def health_url(self) -> str:
         return f"http://127.0.0.1:{self.server.health.port}"
 
-    def query(self, name: str, rdtype: str = "A", *, tcp: bool = False, **make_kwargs) -> dns.message.Message:
+    def query(self, name: str, rdtype: str = "A", *, tcp: bool = False, source: str | None = None, **make_kwargs) -> dns.message.Message:
+        """Ask over UDP (or TCP), from ``source`` (a 127.x address: a pod's IP) if given."""
         q = dns.message.make_query(name, rdtype, **make_kwargs)
         if tcp:
-            return dns.query.tcp(q, "127.0.0.1", port=self.port, timeout=5)
-        return dns.query.udp(q, "127.0.0.1", port=self.port, timeout=5)
+            return dns.query.tcp(q, "127.0.0.1", port=self.port, timeout=5, source=source)
+        return dns.query.udp(q, "127.0.0.1", port=self.port, timeout=5, source=source)
 
     def send_raw(self, wire: bytes, timeout: float = 1.0) -> bytes | None:
         import socket
@@ -93,8 +102,8 @@ def serve():
     """Start servers with custom config: ``srv = serve(manifests=(path,))``."""
     started = []
 
-    def start(**overrides) -> RunningServer:
-        srv = RunningServer(base_config(**overrides)).__enter__()
+    def start(clock=None, **overrides) -> RunningServer:
+        srv = RunningServer(base_config(**overrides), **({"clock": clock} if clock else {})).__enter__()
         started.append(srv)
         return srv
 

@@ -82,7 +82,8 @@ class AnswerTable:
 
     def _compile(self, qkey: bytes, name: str, qtype: int) -> None:
         answer = self.resolver.resolve(name, qtype)
-        if answer is None or answer.rcode != NOERROR:
+        # With forwarding on, an ExternalName's answer is completed upstream at query time.
+        if answer is None or answer.rcode != NOERROR or (answer.chase and self.recursion_available):
             self.answers.pop(qkey, None)
         else:
             self.answers[qkey] = pack_stored(name, qtype, answer, recursion_available=self.recursion_available)

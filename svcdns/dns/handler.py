@@ -1,10 +1,14 @@
 """From query bytes to response bytes: the hot path and the slow path.
 
 Hot path: a well-formed IN query (one question, no compression, at most an OPT record)
-is looked up by its lowercased question bytes; a hit is stamped from its template. Every
-other packet takes the slow path: dnslib parses it, malformed input gets FORMERR /
-NOTIMP / REFUSED or is dropped, and the Resolver answers. Nothing raised here ever
-reaches the transport.
+is looked up by its lowercased question bytes, in the cluster's precompiled answers and
+then (for clients allowed to recurse) in the forwarding cache; a hit is stamped from its
+stored answer (see wire.compact). A well-formed cluster query the tables do not hold is
+resolved from the bytes already walked (no dnslib parse) and cached. Every other packet
+takes the slow path: dnslib parses it, malformed input gets
+FORMERR / NOTIMP / REFUSED or is dropped, the Resolver answers cluster names, autopath
+walks a pod's search path, and other names are forwarded (an awaitable the transports
+wait on). Nothing raised here ever reaches the transport.
 """
 
 from __future__ import annotations
@@ -12,14 +16,21 @@ from __future__ import annotations
 import logging
 import struct
 from collections import defaultdict
-from typing import Awaitable, Callable
+from typing import TYPE_CHECKING, Awaitable
 
 from dnslib import EDNS0, QTYPE, DNSError, DNSRecord
 
 from ..store import ClusterState
+from .acl import AccessList
+from .cache import servfail
 from .compiler import AnswerTable, decode_key
-from .records import FORMERR, NOTIMP, REFUSED, SERVFAIL, Answer, Resolver
+from .records import FORMERR, NOTIMP, NXDOMAIN, REFUSED, SERVFAIL, T_ANY, Answer, Resolver
+from .transfer import soa_only, transfer_messages
 from .wire import OPT_PAYLOAD, OPT_RR, compact, expand, header_only, pack_stored, question_key, truncate
+
+if TYPE_CHECKING:  # pragma: no cover - recursion imports the transports, which import us
+    from .autopath import AutoPath
+    from .recursion import Recursor
 
 log = logging.getLogger(__name__)
 query_log = logging.getLogger("svcdns.query")
@@ -28,20 +39,29 @@ BADVERS = 16
 _QUERY_COUNTS = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0
 UDP_DEFAULT = 512
 T_AXFR, T_IXFR, T_OPT = 252, 251, 41
-_SLOW_TYPES = {b"\x00\xfc", b"\x00\xfb", b"\x00\x29"}  # AXFR, IXFR, OPT: slow path decides
-
-Forwarder = Callable[[bytes, DNSRecord, str, bool], Awaitable[bytes | None]]
-
+_SLOW_TYPES = {b"\x00\xfc", b"\x00\xfb", b"\x00\x29"}  # AXFR, IXFR, OPT: the slow path decides
 
 class DnsHandler:
     """Turns one query into one response (or None: drop)."""
 
-    def __init__(self, state: ClusterState, resolver: Resolver, table: AnswerTable, *, forwarder: Forwarder | None = None):
+    def __init__(
+        self,
+        state: ClusterState,
+        resolver: Resolver,
+        table: AnswerTable,
+        *,
+        recursor: "Recursor | None" = None,
+        autopath: "AutoPath | None" = None,
+        allow_transfer: AccessList | None = None,
+    ):
         self.state = state
         self.resolver = resolver
         self.table = table
         self.answers = table.answers  # the hot-path dict; AnswerTable mutates it in place
-        self.forwarder = forwarder
+        self.recursor = recursor  # None: names outside the cluster are REFUSED
+        self.cached = recursor.cached if recursor is not None else None
+        self.autopath = autopath
+        self.allow_transfer = allow_transfer
         # (qtype, rcode) -> count. Plain ints: a labelled prometheus call per query would
         # cost more than the whole hot path; the metrics collector reads these at scrape.
         self.counts: defaultdict[tuple[int, int], int] = defaultdict(int)
@@ -66,7 +86,7 @@ class DnsHandler:
             if end > n:
                 return self.slow(data, client, tcp)
             key = data[12:qend].lower() + data[qend:end]
-            template = self.answers.get(key) or self.table.slow.get(key)
+            stored = self.answers.get(key) or self.table.slow.get(key)
             arcount = data[10] << 8 | data[11]
             if arcount == 0:
                 if end != n:
@@ -78,34 +98,43 @@ class DnsHandler:
                 limit = 65535 if tcp else max(UDP_DEFAULT, min(data[end + 3] << 8 | data[end + 4], OPT_PAYLOAD))
             else:
                 return self.slow(data, client, tcp)
-            if template is None:
-                template = self._resolve_parsed(key, client)
-                if template is None:
-                    return self.slow(data, client, tcp)
-            return self.stamp(data, key, template, end, edns, limit)
+            if stored is None:
+                cached = self.cached
+                template = cached(key, client) if cached is not None else None
+                if template is not None:
+                    stored = compact(template, key)
+                else:
+                    stored = self._resolve_parsed(key, client)
+                    if stored is None:
+                        return self.slow(data, client, tcp)
+            return self.stamp(data, key, stored, end, edns, limit)
         except IndexError:
             return self.slow(data, client, tcp)
 
     def _resolve_parsed(self, key: bytes, client: str) -> bytes | None:
         """A well-formed IN query the tables do not hold (a search-path miss, a pod
         record, ...): resolve it from the question bytes we already walked, without a
-        dnslib parse. None sends it down the slow path (forwarding, odd types, errors)."""
+        dnslib parse. None sends it down the slow path: names that are not the cluster's
+        (forwarding), odd types, NXDOMAINs autopath may turn around for a pod, and
+        ExternalName targets to chase upstream."""
         if key[-2:] != b"\x00\x01" or key[-4:-2] in _SLOW_TYPES:
             return None
-        qname, qtype = decode_key(key.lower())
+        qname, qtype = decode_key(key)
         reverse = qname.endswith((".in-addr.arpa", ".ip6.arpa"))
         in_zone = self.resolver.zone_of(qname) is not None
-        if not self.state.synced and (in_zone or reverse):
+        if not self.state.synced and (in_zone or reverse):  # never NXDOMAIN before the first full sync
             return pack_stored(qname, qtype, Answer(SERVFAIL, rule="not synced yet"), recursion_available=self.table.recursion_available)
         pod = self.state.pod_by_ip.get(client)
         answer = self.resolver.resolve(qname, qtype, pod.namespace if pod is not None else None)
-        if answer is None:
+        if answer is None or (answer.chase and self.recursor is not None):
             return None
-        template = pack_stored(qname, qtype, answer, recursion_available=self.table.recursion_available)
+        if answer.rcode == NXDOMAIN and in_zone and self.autopath is not None and self.autopath.may_apply(qname):
+            return None
+        stored = pack_stored(qname, qtype, answer, recursion_available=self.table.recursion_available)
         # One-label names and "_port._proto.svc" depend on the asking pod's namespace: not cached.
         if in_zone or reverse or (qname.count(".") >= 1 and not qname.startswith("_")):
-            self.table.slow[key] = template
-        return template
+            self.table.slow[key] = stored
+        return stored
 
     def stamp(self, data: bytes, key: bytes, stored: bytes, end: int, edns: bool, limit: int) -> bytes:
         """Response = client's ID + stored flags with the client's RD/CD + stored counts +
@@ -168,35 +197,114 @@ class DnsHandler:
             reply.header.rcode = BADVERS & 0x0F
             return self._count(reply.pack(), q.qtype, BADVERS)
         limit = 65535 if tcp else (max(UDP_DEFAULT, min(opts[0].rclass, OPT_PAYLOAD)) if edns else UDP_DEFAULT)
+        return self._answer(request, data, client, tcp, edns, limit)
+
+    def _answer(self, request: DNSRecord, data: bytes, client: str, tcp: bool, edns: bool, limit: int):
+        """A well-formed query: transfers, cluster names (autopath for pods), the rest
+        forwarded."""
+        q = request.q
         qname = str(q.qname).rstrip(".").lower()
         if q.qclass != 1:
             return self._refuse(request, edns)
         if q.qtype in (T_AXFR, T_IXFR):
+            return self._transfer(request, qname, client, tcp, edns)
+        if self.recursor is not None and self.recursor.is_probe(qname):  # our loop probe came back
             return self._refuse(request, edns)
-        client_ns = None
         pod = self.state.pod_by_ip.get(client)
-        if pod is not None:
-            client_ns = pod.namespace
+        client_ns = pod.namespace if pod is not None else None
         in_zone = self.resolver.zone_of(qname) is not None
         reverse = qname.endswith((".in-addr.arpa", ".ip6.arpa"))
         if (in_zone or reverse) and not self.state.synced:  # never NXDOMAIN before the first full sync
-            return self._reply(request, Answer(SERVFAIL, rule="not synced yet"), qname, data, edns, limit)
+            return self._reply(request, Answer(SERVFAIL, rule="not synced yet"), qname, data, edns, limit, cache=False)
         answer = self.resolver.resolve(qname, q.qtype, client_ns)
         if answer is None:
-            if self.forwarder is not None:
-                return self.forwarder(data, request, client, tcp)
-            return self._refuse(request, edns)
-        return self._reply(request, answer, qname, data, edns, limit)
+            return self._recurse(request, qname, data, client, edns, limit)
+        if answer.rcode == NXDOMAIN and self.autopath is not None and in_zone:
+            if client_ns is not None and (found := self.autopath.base(qname, client_ns)) is not None:
+                walk = self.autopath.walk(qname, q.qtype, *found, client_ns, client)
+                return self._later(walk, request, answer, qname, data, edns, limit)
+            cache = not self.autopath.may_apply(qname)  # it may autopath for a pod: keep it off the hot path
+        elif answer.chase and self.recursor is not None and self.recursor.allowed(client):
+            return self._later(self.recursor.chase(qname, q.qtype, answer), request, answer, qname, data, edns, limit)
+        else:
+            cache = in_zone or reverse or qname.count(".") >= 1 and not qname.startswith("_")
+            cache = cache and not (answer.chase and self.recursor is not None)
+        return self._reply(request, answer, qname, data, edns, limit, cache=cache)
 
-    def _reply(self, request: DNSRecord, answer: Answer, qname: str, data: bytes, edns: bool, limit: int) -> bytes:
-        """Answers for odd-but-valid packets (compressed question, unusual OPT, ...):
-        well-formed queries were resolved (and cached) by _resolve_parsed already."""
+    def _recurse(self, request: DNSRecord, qname: str, data: bytes, client: str, edns: bool, limit: int):
+        """A name outside the cluster: REFUSED unless the client may recurse and some
+        upstream (or stub domain) covers the name; ANY answered here (RFC 8482); anything
+        else resolved upstream."""
+        recursor = self.recursor
+        if recursor is None or not recursor.allowed(client) or recursor.group_for(qname) is None:
+            if recursor is not None:
+                recursor.refused += 1
+            return self._refuse(request, edns)
+        qtype = request.q.qtype
+        key = question_key(qname, qtype)
+        data, end = self._question(data, key)
+        if qtype == T_ANY:
+            return self.stamp(data, key, compact(recursor.any_template(qname), key), end, edns, limit)
+        return self._stamp_later(recursor.resolve(key, qname), data, key, end, edns, limit)
+
+    def _later(self, pending: Awaitable[bytes | None], request, fallback: Answer, qname: str, data: bytes, edns: bool, limit: int):
+        """Stamp a template computed asynchronously (autopath, ExternalName targets); when it
+        comes back None, the Resolver's own answer stands."""
+        key = question_key(qname, request.q.qtype)
+        data, end = self._question(data, key)
+
+        async def finish() -> bytes:
+            try:
+                template = await pending
+            except Exception:
+                log.exception("completing the answer for %s failed", qname)
+                template = None
+            if template is None:
+                stored = pack_stored(qname, request.q.qtype, fallback, recursion_available=self.table.recursion_available)
+            else:
+                stored = compact(template, key)
+            return self.stamp(data, key, stored, end, edns, limit)
+
+        return finish()
+
+    async def _stamp_later(self, pending: Awaitable[bytes], data: bytes, key: bytes, end: int, edns: bool, limit: int) -> bytes:
+        try:
+            template = await pending
+        except Exception:
+            log.exception("forwarding failed")
+            template = servfail(key)
+        return self.stamp(data, key, compact(template, key), end, edns, limit)
+
+    @staticmethod
+    def _question(data: bytes, key: bytes) -> tuple[bytes, int]:
+        """The query with its question as ``key`` spells it when the client's is compressed
+        (the stamp copies the client's question bytes into the response), and where the
+        question ends."""
+        end = 12 + len(key)
+        if data[12:end].lower() != key:
+            data = data[:12] + key
+        return data, end
+
+    def _transfer(self, request: DNSRecord, qname: str, client: str, tcp: bool, edns: bool):
+        """AXFR/IXFR of a cluster zone's apex for --allow-transfer clients; REFUSED otherwise."""
+        zone = self.resolver.zone_of(qname)
+        if self.allow_transfer is None or zone != qname or not self.allow_transfer(client) or not self.state.synced:
+            return self._refuse(request, edns)
+        qtype = request.q.qtype
+        if not tcp:  # AXFR is TCP only (RFC 5936); a UDP IXFR learns the serial and comes back
+            return self._count(soa_only(request, self.table, zone), qtype, 0) if qtype == T_IXFR else self._refuse(request, edns)
+        messages = transfer_messages(request, self.table, zone)
+        self.counts[(qtype, 0)] += 1
+        log.info("zone transfer of %s to %s: %d messages", zone, client, len(messages))
+        return messages
+
+    def _reply(self, request: DNSRecord, answer: Answer, qname: str, data: bytes, edns: bool, limit: int, cache: bool) -> bytes:
         qtype = request.q.qtype
         stored = pack_stored(qname, qtype, answer, recursion_available=self.table.recursion_available)
         key = question_key(qname, qtype)
-        end = 12 + len(key)
-        if data[12:end].lower() != key:  # question written with compression: answer with ours
-            data = data[:12] + key
+        if cache and len(qname) <= 253:
+            self.table.slow[key] = stored
+        data, end = self._question(data, key)
         return self.stamp(data, key, stored, end, edns, limit)
 
     def _refuse(self, request: DNSRecord, edns: bool) -> bytes:

@@ -6,7 +6,7 @@ the slow path calls, so both paths always agree.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 
@@ -44,6 +44,9 @@ class Answer:
     additional: tuple[RR, ...] = ()
     rule: str = ""
     authoritative: bool = True
+    # The answer ends in a CNAME to this name outside the cluster (an ExternalName): with
+    # forwarding on, the server appends the target's records resolved upstream.
+    chase: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +205,7 @@ class Resolver:
         records: list[RR] = []
         seen: set[str] = set()
         ttl = self.cfg.ttl
+        chase = ""
         for t in targets:
             if _is_ip(t.host):
                 if ip_family(t.host) == want and t.host not in seen:
@@ -215,6 +219,7 @@ class Resolver:
             target_zone = self.zone_of(t.host)
             if target_zone is None or chain >= MAX_CNAME_CHAIN:
                 records.append(cname)
+                chase = t.host if target_zone is None else ""
                 continue
             try:
                 more, _ = self._lookup(t.host, t.host[: -len(target_zone)].rstrip("."), qtype, target_zone)
@@ -224,7 +229,9 @@ class Resolver:
             if follow.answer:
                 records.append(cname)
                 records.extend(follow.answer)
-        return self._positive(qname, zone, tuple(records), rule)
+                chase = follow.chase
+        answer = self._positive(qname, zone, tuple(records), rule)
+        return replace(answer, chase=chase) if chase else answer
 
     def _srv(self, qname: str, zone: str, targets: list[_Target], rule: str) -> Answer:
         ttl = self.cfg.ttl
@@ -318,7 +325,9 @@ class Resolver:
             cname = RR(qname, T_CNAME, self.cfg.ttl, full)
             if qtype == T_CNAME:
                 return Answer(NOERROR, (cname,), rule="short name CNAME")
-            return Answer(NOERROR, (cname, *target.answer), additional=target.additional, rule=f"short name -> {target.rule}")
+            return Answer(
+                NOERROR, (cname, *target.answer), additional=target.additional, rule=f"short name -> {target.rule}", chase=target.chase
+            )
         return None
 
 

@@ -116,6 +116,8 @@ class TcpProtocol(asyncio.Protocol):
             if type(reply) is bytes:
                 self.transport.write(len(reply).to_bytes(2, "big") + reply)
                 self.latency.observe(time.perf_counter() - started)
+            elif type(reply) is list:  # a zone transfer: several messages, in order
+                self.transport.writelines([len(m).to_bytes(2, "big") + m for m in reply])
             elif reply is not None:
                 asyncio.ensure_future(self._later(reply, started))
 

@@ -15,7 +15,7 @@ import struct
 
 from dnslib import DNSRecord
 
-from .records import Answer
+from .records import RR, Answer
 
 OPT_PAYLOAD = 1232  # what we advertise and the most we send over UDP (DNS flag day 2020)
 # OPT RR: root name, TYPE 41, CLASS = payload size, TTL 0 (ext-rcode 0, version 0, DO 0), RDLEN 0
@@ -40,7 +40,7 @@ def question_key(name: str, qtype: int) -> bytes:
     return encode_name(name) + struct.pack(">HH", qtype, CLASS_IN)
 
 
-T_A, T_NS, T_CNAME, T_SOA, T_PTR, T_HINFO, T_TXT, T_AAAA, T_SRV = 1, 2, 5, 6, 12, 13, 16, 28, 33
+T_A, T_NS, T_CNAME, T_SOA, T_PTR, T_HINFO, T_MX, T_TXT, T_AAAA, T_SRV = 1, 2, 5, 6, 12, 13, 15, 16, 28, 33
 
 
 class _Writer:
@@ -90,6 +90,9 @@ class _Writer:
         elif t == T_SRV:
             buf += struct.pack(">HHH", *data[:3])
             self.name(data[3], compress=False)
+        elif t == T_MX:
+            buf += struct.pack(">H", data[0])
+            self.name(data[1])
         elif t in (T_TXT, T_HINFO):
             self.strings(data)
         elif t == T_SOA:
@@ -99,6 +102,30 @@ class _Writer:
         else:
             buf += data
         struct.pack_into(">H", buf, start - 2, len(buf) - start)
+
+
+def rr_from_dnslib(rr) -> "RR":
+    """A dnslib record (parsed from an upstream reply) as our RR: typed data for the types
+    that hold names (so they are re-compressed in our message), raw RDATA otherwise."""
+    from dnslib import DNSBuffer
+
+    name = str(rr.rname).rstrip(".").lower()
+    t, rd = rr.rtype, rr.rdata
+    if t in (T_A, T_AAAA):
+        data = str(rd)
+    elif t in (T_CNAME, T_PTR, T_NS):
+        data = str(rd.label).rstrip(".")
+    elif t == T_MX:
+        data = (rd.preference, str(rd.label).rstrip("."))
+    elif t == T_SRV:
+        data = (rd.priority, rd.weight, rd.port, str(rd.target).rstrip("."))
+    elif t == T_SOA:
+        data = (str(rd.mname).rstrip("."), str(rd.rname).rstrip("."), *rd.times)
+    else:
+        buf = DNSBuffer()
+        rd.pack(buf)
+        data = bytes(buf.data)
+    return RR(name, t, rr.ttl, data)
 
 
 def pack(qname: str, qtype: int, answer: Answer, *, recursion_available: bool = False) -> bytes:
@@ -117,6 +144,18 @@ def pack(qname: str, qtype: int, answer: Answer, *, recursion_available: bool = 
         w.record(rr)
     flags = 0x8000 | (0x0400 if answer.authoritative else 0) | (0x0080 if recursion_available else 0) | (answer.rcode & 0x0F)
     struct.pack_into(">HHHHHH", w.buf, 0, 0, flags, 1, len(answer.answer), len(answer.authority), len(answer.additional))
+    return bytes(w.buf)
+
+
+def pack_message(msg_id: int, flags: int, question: tuple[str, int] | None, records) -> bytes:
+    """A message with an arbitrary record list in the answer section (zone transfers)."""
+    w = _Writer()
+    if question is not None:
+        w.name(question[0])
+        w.buf += struct.pack(">HH", question[1], CLASS_IN)
+    for rr in records:
+        w.record(rr)
+    struct.pack_into(">HHHHHH", w.buf, 0, msg_id, flags, 1 if question else 0, len(records), 0, 0)
     return bytes(w.buf)
 
 
