@@ -1,4 +1,4 @@
-"""Command line: ``svcdns serve | env | ipam`` (more commands plug in as subparsers).
+"""Command line: ``svcdns serve | env | ipam | explain`` (more commands plug in as subparsers).
 
 Flag names are a contract other tools depend on: extend, never rename.
 """
@@ -101,6 +101,15 @@ def add_forwarding_flags(serve: argparse.ArgumentParser) -> None:
         help="clients allowed AXFR/IXFR of the cluster zones over TCP (default none)")
 
 
+def add_observability_flags(serve: argparse.ArgumentParser) -> None:
+    """Explain over DNS and the query log (issue 8)."""
+    obs = serve.add_argument_group("debugging")
+    obs.add_argument("--allow-explain", action="append", metavar="CIDR",
+        help="clients that may ask `dig -c CH TXT NAME.explain.svcdns` (repeatable; default loopback and private ranges)")
+    obs.add_argument("--log-queries", action="store_true",
+        help="log every query (client, namespace, name, type, rcode, time) on the svcdns.query logger; off costs nothing")
+
+
 def upstream_servers(values: list[str]) -> tuple[tuple[tuple[str, int], ...], tuple[str, ...]]:
     """``--upstream`` values: addresses, or resolv.conf files (read here, at the edge).
     Returns the nameservers and the files' search domains (for autopath)."""
@@ -155,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--endpoint-pod-names", action="store_true", help="name endpoints without a hostname after their pod")
     add_service_cidr_flag(serve)
     add_forwarding_flags(serve)
+    add_observability_flags(serve)
     serve.set_defaults(run=run_serve)
 
     env = sub.add_parser(
@@ -181,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     ipam.add_argument("--manifests", action="append", required=True, metavar="PATH", help="manifest file or directory (repeatable)")
     ipam.add_argument("--service-cluster-ip-range", type=_service_cidrs, required=True, metavar="CIDR[,CIDR]", help="the cluster's service range(s), primary first")
     ipam.set_defaults(run=_oneshot("run_ipam"))
+
+    from .explain.command import add_parser as add_explain
+
+    add_explain(sub)
     return parser
 
 
@@ -221,6 +235,8 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         autopath=args.autopath,
         allow_recursion=parse_networks(args.allow_recursion or PRIVATE_NETWORKS, "--allow-recursion"),
         allow_transfer=parse_networks(args.allow_transfer, "--allow-transfer"),
+        allow_explain=parse_networks(getattr(args, "allow_explain", None) or PRIVATE_NETWORKS, "--allow-explain"),
+        log_queries=getattr(args, "log_queries", False),
     )
 
 

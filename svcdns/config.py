@@ -74,4 +74,6 @@ class ServeConfig:
     autopath: bool = True
     allow_recursion: tuple[str, ...] = PRIVATE_NETWORKS
     allow_transfer: tuple[str, ...] = ()
+    allow_explain: tuple[str, ...] = PRIVATE_NETWORKS  # who may ask CH TXT NAME.explain.svcdns
+    log_queries: bool = False  # one log line per query (svcdns.query logger)
     extra: dict = field(default_factory=dict)

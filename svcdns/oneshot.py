@@ -46,9 +46,10 @@ def check_source(args: argparse.Namespace) -> None:
             raise CommandError(f"--manifests {path}: no such file or directory")
 
 
-def load(paths: list[str], cidrs: tuple) -> tuple[ClusterState, ManifestSource]:
-    """The cluster state `svcdns serve` would build from these manifests."""
-    state = ClusterState(implicit_namespaces=True)
+def load(paths: list[str], cidrs: tuple, *, derive_endpoints: bool = False) -> tuple[ClusterState, ManifestSource]:
+    """The cluster state `svcdns serve` would build from these manifests (serve derives
+    endpoints from selected pods where no Endpoints/EndpointSlices exist)."""
+    state = ClusterState(implicit_namespaces=True, derive_endpoints=derive_endpoints)
     hook = ClusterIPAllocator(cidrs) if cidrs else None
     source = ManifestSource(paths, state, services_hook=hook)
     source.load()

@@ -16,6 +16,7 @@ from importlib import resources
 from .config import ServeConfig
 from .dns.acl import AccessList
 from .dns.autopath import AutoPath
+from .dns.chaos import ExplainResponder
 from .dns.cache import ForwardCache
 from .dns.compiler import AnswerTable
 from .dns.handler import DnsHandler
@@ -68,6 +69,9 @@ class Server:
             recursor=self.recursor,
             autopath=self.autopath,
             allow_transfer=AccessList(config.allow_transfer) if config.allow_transfer else None,
+            explainer=ExplainResponder(
+                self.resolver, self.recursor, AccessList(config.allow_explain), autopath=config.autopath, host_search=config.search
+            ),
         )
         self.dns = DnsServer(self.handler, *config.listen, udp_io=os.environ.get("SVCDNS_UDP_IO", "mmsg"))
         self.metrics.add_dns(self.handler, self.dns.latency, self.table, self.state)

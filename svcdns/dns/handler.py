@@ -30,6 +30,7 @@ from .wire import OPT_PAYLOAD, OPT_RR, compact, expand, header_only, pack_stored
 
 if TYPE_CHECKING:  # pragma: no cover - recursion imports the transports, which import us
     from .autopath import AutoPath
+    from .chaos import ExplainResponder
     from .recursion import Recursor
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class DnsHandler:
         recursor: "Recursor | None" = None,
         autopath: "AutoPath | None" = None,
         allow_transfer: AccessList | None = None,
+        explainer: "ExplainResponder | None" = None,
     ):
         self.state = state
         self.resolver = resolver
@@ -62,6 +64,7 @@ class DnsHandler:
         self.cached = recursor.cached if recursor is not None else None
         self.autopath = autopath
         self.allow_transfer = allow_transfer
+        self.explainer = explainer  # CH TXT NAME.explain.svcdns (slow path only)
         # (qtype, rcode) -> count. Plain ints: a labelled prometheus call per query would
         # cost more than the whole hot path; the metrics collector reads these at scrape.
         self.counts: defaultdict[tuple[int, int], int] = defaultdict(int)
@@ -205,6 +208,8 @@ class DnsHandler:
         q = request.q
         qname = str(q.qname).rstrip(".").lower()
         if q.qclass != 1:
+            if self.explainer is not None and self.explainer.handles(qname, q.qclass) and self.explainer.allowed(client):
+                return self._count_later(self.explainer.answer(request, client, edns, limit), request)
             return self._refuse(request, edns)
         if q.qtype in (T_AXFR, T_IXFR):
             return self._transfer(request, qname, client, tcp, edns)
@@ -315,6 +320,16 @@ class DnsHandler:
         if edns:
             reply.add_ar(EDNS0(udp_len=OPT_PAYLOAD))
         return self._count(reply.pack(), request.q.qtype, REFUSED)
+
+    async def _count_later(self, pending: Awaitable[bytes], request: DNSRecord) -> bytes:
+        try:
+            wire = await pending
+        except Exception:
+            log.exception("explaining %s failed", request.q.qname)
+            reply = request.reply()
+            reply.header.rcode = SERVFAIL
+            wire = bytes(reply.pack())
+        return self._count(wire, request.q.qtype, wire[3] & 0x0F)
 
     def _count(self, wire: bytes | None, qtype: int, rcode: int) -> bytes | None:
         if wire is None:

@@ -1,0 +1,103 @@
+"""``svcdns explain NAME``: load the cluster as serve would, explain, print."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+from ..config import ServeConfig
+from ..dns.records import Resolver, ResolverConfig
+from ..oneshot import CommandError, load
+from ..serve import build_recursor, example_manifests
+from . import DEFAULT_NDOTS, qtype_code
+from .fetch import explain_live
+from .render import render_json, render_text
+
+
+def _qtype(value: str) -> int:
+    try:
+        return qtype_code(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _pod(value: str) -> tuple[str, str]:
+    ns, sep, name = value.partition("/")
+    if not sep or not ns or not name:
+        raise argparse.ArgumentTypeError(f"{value!r} is not NAMESPACE/POD")
+    return ns, name
+
+
+def _ndots(value: str) -> int:
+    if not value.isdigit() or not 0 <= int(value) <= 15:
+        raise argparse.ArgumentTypeError(f"{value!r} is not 0-15 (what resolv.conf allows)")
+    return int(value)
+
+
+def add_parser(sub) -> None:
+    from ..cli import _namespace, _ttl, _zone, add_forwarding_flags, add_service_cidr_flag
+
+    p = sub.add_parser(
+        "explain",
+        help="why a name resolves the way it does",
+        description="Show the queries a pod's resolver sends for NAME, what svcdns answers each and why, "
+        "the queries wasted and how to avoid them, and the Service behind the name.",
+    )
+    p.add_argument("name", metavar="NAME", help="the name as the application asks for it (a trailing dot makes it absolute)")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--namespace", type=_namespace, metavar="NS", help="a pod in this namespace asks (default: default)")
+    who.add_argument("--pod", type=_pod, metavar="NS/POD", help="this pod asks (its namespace; autopath if svcdns knows its IP)")
+    p.add_argument("--qtype", type=_qtype, default=1, metavar="TYPE", help="query type (default A)")
+    p.add_argument("--ndots", type=_ndots, default=DEFAULT_NDOTS, metavar="N", help="the pod's ndots option (default 5)")
+    p.add_argument("--format", choices=["text", "json"], default="text", help="text (default) or one JSON document")
+    p.add_argument("--manifests", action="append", default=[], metavar="PATH", help="manifest file or directory (repeatable; default: the embedded example)")
+    p.add_argument("--zone", action="append", type=_zone, metavar="ZONE", help="cluster zone (repeatable; default cluster.local)")
+    p.add_argument("--ttl", type=_ttl, default=5, metavar="SECONDS", help="TTL of cluster records (default 5)")
+    p.add_argument("--pods", choices=["insecure", "verified", "disabled"], default="insecure", help="pod records, as serve")
+    p.add_argument("--endpoint-pod-names", action="store_true", help="as serve")
+    add_service_cidr_flag(p)
+    add_forwarding_flags(p)
+    p.set_defaults(run=run, listen="127.0.0.1:0", health=None)
+    run.oneshot = True
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..cli import serve_config
+
+    config = serve_config(args)
+    try:
+        return asyncio.run(_run(args, config))
+    except CommandError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+async def _run(args: argparse.Namespace, config: ServeConfig) -> int:
+    paths = list(config.manifests) or [example_manifests()]
+    for path in config.manifests:
+        if not os.path.exists(path):
+            raise CommandError(f"--manifests {path}: no such file or directory")
+    state, _ = load(paths, config.service_cidrs, derive_endpoints=True)
+    resolver = Resolver(state, ResolverConfig(zones=config.zones, ttl=config.ttl, pod_mode=config.pods, endpoint_pod_names=config.endpoint_pod_names))
+    recursor = build_recursor(config, state, asyncio.get_running_loop().time) if config.upstreams or config.stub_domains else None
+    namespace, pod_label, autopath, why = args.namespace or "default", "", config.autopath, "" if config.autopath else "svcdns serve --autopath"
+    if args.pod:
+        namespace, name = args.pod
+        pod_label = f"{namespace}/{name}"
+        pod = state.pods.get((namespace, name))
+        if pod is None:
+            raise CommandError(f"--pod {pod_label}: no such pod in the cluster state")
+        if autopath and not pod.ips:
+            autopath, why = False, f"pod {pod_label} has no IP yet, so svcdns cannot tell its queries apart"
+    try:
+        ex = await explain_live(
+            resolver, recursor, args.name, qtype=args.qtype, namespace=namespace, pod=pod_label, autopath=autopath,
+            autopath_off=why, ndots=args.ndots, host_search=config.search,
+        )
+    finally:
+        if recursor is not None:
+            recursor.close()
+    sys.stdout.write(render_json(ex) if args.format == "json" else render_text(ex))
+    return 0
