@@ -72,6 +72,7 @@ class Server:
             explainer=ExplainResponder(
                 self.resolver, self.recursor, AccessList(config.allow_explain), autopath=config.autopath, host_search=config.search
             ),
+            log_queries=config.log_queries,
         )
         self.dns = DnsServer(self.handler, *config.listen, udp_io=os.environ.get("SVCDNS_UDP_IO", "mmsg"))
         self.metrics.add_dns(self.handler, self.dns.latency, self.table, self.state)
