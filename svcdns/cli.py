@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--health", metavar="HOST:PORT", help="serve /health, /ready and /metrics here")
     serve.add_argument("--pods", choices=["insecure", "verified", "disabled"], default="insecure", help="pod records a-b-c-d.ns.pod.ZONE (CoreDNS semantics; default insecure)")
     serve.add_argument("--endpoint-pod-names", action="store_true", help="name endpoints without a hostname after their pod")
+    serve.add_argument("--naive", action="store_true", help="answer every query by parsing it with dnslib and resolving it on the spot (a benchmark baseline)")
     add_service_cidr_flag(serve)
     add_forwarding_flags(serve)
     serve.set_defaults(run=run_serve)
@@ -209,6 +210,7 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         health=parse_hostport(args.health, "--health") if args.health else None,
         pods=args.pods,
         endpoint_pod_names=args.endpoint_pod_names,
+        naive=args.naive,
         service_cidrs=args.service_cluster_ip_range,
         upstreams=upstreams,
         stub_domains=stub_domains(args.stub_domain, zones),

@@ -59,6 +59,7 @@ class ServeConfig:
     health: tuple[str, int] | None = None
     pods: str = "insecure"
     endpoint_pod_names: bool = False
+    naive: bool = False  # benchmark baseline: dnslib-parse and resolve every query
     poll_interval: float = 1.0
     example: bool = False  # serve the embedded example cluster
     service_cidrs: tuple = ()  # svcdns.ipam.ServiceCIDR ranges: allocate/validate manifest ClusterIPs

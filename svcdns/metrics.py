@@ -52,7 +52,8 @@ class DnsCollector:
         responses = CounterMetricFamily("svcdns_dns_responses", "DNS responses by rcode.", labels=["rcode"])
         by_type: dict[str, int] = {}
         by_rcode: dict[str, int] = {}
-        for (qtype, rcode), n in list(self.handler.counts.items()):
+        for code, n in list(self.handler.counts.items()):
+            qtype, rcode = code >> 5, code & 31
             t = qtype_name(qtype)
             by_type[t] = by_type.get(t, 0) + n
             r = RCODE_NAMES.get(rcode, "other")

@@ -19,6 +19,7 @@ from .dns.autopath import AutoPath
 from .dns.cache import ForwardCache
 from .dns.compiler import AnswerTable
 from .dns.handler import DnsHandler
+from .dns.naive import NaiveHandler
 from .dns.records import Resolver, ResolverConfig
 from .dns.recursion import Recursor
 from .dns.server import DnsServer
@@ -69,6 +70,8 @@ class Server:
             autopath=self.autopath,
             allow_transfer=AccessList(config.allow_transfer) if config.allow_transfer else None,
         )
+        if config.naive:
+            self.handler = NaiveHandler(self.state, self.resolver)
         self.dns = DnsServer(self.handler, *config.listen, udp_io=os.environ.get("SVCDNS_UDP_IO", "mmsg"))
         self.metrics.add_dns(self.handler, self.dns.latency, self.table, self.state)
         self.metrics.add_recursion(self.recursor, self.autopath)
