@@ -355,14 +355,14 @@ class Reflector:
         self.stats.watching = True
         self._contact()
         self.outage.ok(self.name)
-        opened, events, reason = time.monotonic(), 0, "error"
+        opened, lines, reason = time.monotonic(), 0, "error"
         try:
             async for batch in self._batches(resp):
                 for line in batch:
-                    events += self._event(json.loads(line))
+                    self._event(json.loads(line))
+                lines += len(batch)
                 self.sink.flush()
-                if events:
-                    self.backoff.reset()
+                self.backoff.reset()  # the stream works, bookmarks included
             reason = "closed"
         except asyncio.TimeoutError:
             reason = "idle"
@@ -375,7 +375,7 @@ class Reflector:
             self.stats.restarted(reason)
             self.sink.flush()
             resp.close()
-        if not events and time.monotonic() - opened < 1.0:
+        if not lines and time.monotonic() - opened < 1.0:
             # A server that ends every watch at once must not make us spin.
             await self._failed("watch closed immediately")
 
@@ -397,8 +397,8 @@ class Reflector:
             if lines:
                 yield lines
 
-    def _event(self, event: Any) -> int:
-        """Apply one watch event; returns 1 for an object event, 0 for a bookmark."""
+    def _event(self, event: Any) -> None:
+        """Apply one watch event."""
         if not isinstance(event, dict):
             raise ValueError("watch event is not a JSON object")
         kind, obj = event.get("type"), event.get("object")
@@ -409,10 +409,10 @@ class Reflector:
         rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
         if kind == "BOOKMARK":  # only metadata.resourceVersion is meaningful
             self.rv = rv or self.rv
-            return 0
+            return
         key, rv = self._identity(obj)
         if key is None:
-            return 0
+            return
         if kind in ("ADDED", "MODIFIED"):
             self.known[key] = rv
             self._upsert(key, obj)
@@ -422,7 +422,6 @@ class Reflector:
         else:
             raise ValueError(f"unknown watch event type {kind!r}")
         self.rv = rv or self.rv
-        return 1
 
 
 def _retry_after(value: str | None) -> float | None:
