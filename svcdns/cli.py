@@ -160,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--endpoint-pod-names", action="store_true", help="name endpoints without a hostname after their pod")
     add_service_cidr_flag(serve)
     add_forwarding_flags(serve)
+    serve.add_argument("--metrics", metavar="HOST:PORT", help="also serve /metrics here (Prometheus convention: port 9153)")
     serve.add_argument("--kubeconfig", metavar="PATH", help="follow the cluster of this kubeconfig (in a pod, the service account is used without it)")
     serve.add_argument("--namespaces", metavar="NS[,NS...]", help="live API: serve only these namespaces (default all)")
     serve.add_argument("--labels", metavar="SELECTOR", help="live API: serve only services matching this label selector, e.g. 'tier!=internal'")
@@ -229,6 +230,7 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         autopath=args.autopath,
         allow_recursion=parse_networks(args.allow_recursion or PRIVATE_NETWORKS, "--allow-recursion"),
         allow_transfer=parse_networks(args.allow_transfer, "--allow-transfer"),
+        metrics=parse_hostport(args.metrics, "--metrics") if args.metrics else None,
         kubeconfig=args.kubeconfig,
         namespaces=parse_namespaces(args.namespaces) if args.namespaces is not None else (),
         labels=parse_label_selector(args.labels) if args.labels is not None else None,

@@ -125,6 +125,7 @@ class ServeConfig:
     autopath: bool = True
     allow_recursion: tuple[str, ...] = PRIVATE_NETWORKS
     allow_transfer: tuple[str, ...] = ()
+    metrics: tuple[str, int] | None = None  # extra /metrics listener
     kubeconfig: str | None = None  # live API through this kubeconfig
     namespaces: tuple[str, ...] = ()  # () = all namespaces
     labels: str | None = None  # label selector for Services (and their endpoints)

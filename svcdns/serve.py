@@ -103,6 +103,8 @@ class Server:
                 else None,
             )
         self.health = HealthServer(*config.health, ready=self.ready, registry=self.metrics.registry) if config.health else None
+        # --metrics: a second listener for Prometheus on its conventional port (9153)
+        self.metrics_http = HealthServer(*config.metrics, ready=self.ready, registry=self.metrics.registry) if config.metrics else None
         self.draining = False
         self._tasks: list[asyncio.Task] = []
 
@@ -121,6 +123,8 @@ class Server:
                 raise
         if self.health:
             await self.health.start()
+        if self.metrics_http:
+            await self.metrics_http.start()
         if self.source_kind == "kube":
             await self._start_kube()
             return
@@ -165,6 +169,8 @@ class Server:
         await self.dns.close()
         if self.health:
             await self.health.close()
+        if self.metrics_http:
+            await self.metrics_http.close()
 
     async def serve_forever(self) -> None:
         stop = asyncio.Event()
