@@ -54,7 +54,7 @@ class Process:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/ready", timeout=1) as r:
                 return r.status == 200
-        except (urllib.error.URLError, ConnectionError):
+        except (urllib.error.URLError, OSError):
             return False
 
     def stop(self) -> tuple[int, str]:
