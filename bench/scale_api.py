@@ -22,7 +22,6 @@ import argparse
 import json
 import multiprocessing
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -213,7 +212,7 @@ def main() -> int:
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "scale_api.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"| services | endpoints | time to ready | RSS ready (peak) | service update p50 / p99 | slice update p50 / p99 | relist after 410 |")
+    print("| services | endpoints | time to ready | RSS ready (peak) | service update p50 / p99 | slice update p50 / p99 | relist after 410 |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     s, e = results["service_update_ms"], results["slice_update_ms"]
     print(f"| {args.services:,} | {results['endpoints']:,} | {results['time_to_ready_s']} s | {results['rss_ready_mib']} MiB "

@@ -32,7 +32,7 @@ from ..config import WatchTiming
 from ..model import Record
 from ..store import ClusterState
 from .legacy import LegacyEndpoints
-from .reflector import KIND_APIS, Outage, Reflector
+from .reflector import KIND_APIS, Outage, Reflector, plural
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ class KubeSource:
     async def run(self) -> None:
         """Run every reflector until cancelled. Endpoints start once the slices are
         known, so that shadowed Endpoints are never parsed in the first place."""
-        log.info("watching %s%s", ", ".join(f"{k}s" for k in self.kinds()),
+        log.info("watching %s%s", ", ".join(plural(k) for k in self.kinds()),
                  f" in namespaces {', '.join(self.options.namespaces)}" if self.options.namespaces else "")
         for r in self.reflectors:
             self._tasks.append(asyncio.ensure_future(self._run(r)))

@@ -22,7 +22,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Protocol
 
 import aiohttp
@@ -30,6 +30,7 @@ from kubernetes_asyncio import client
 
 from ..config import WatchTiming
 from ..model import KINDS, ObjectError, Record
+from .health import Backoff, Outage, Stats
 
 log = logging.getLogger(__name__)
 
@@ -84,67 +85,6 @@ class Sink(Protocol):
     def flush(self) -> None: ...  # end of a batch: the state may commit
 
 
-class Backoff:
-    """Capped exponential backoff with +-50% jitter, so replicas do not retry in step."""
-
-    def __init__(self, initial: float, cap: float, rng: Callable[[], float] = random.random):
-        self.initial, self.cap, self.rng = initial, cap, rng
-        self.attempt = 0
-
-    def next(self) -> float:
-        delay = min(self.cap, self.initial * 2 ** self.attempt)
-        self.attempt = min(self.attempt + 1, 30)
-        return min(self.cap, delay * (0.5 + self.rng()))
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
-class Outage:
-    """Shared by a source's reflectors: an outage is logged when it starts and when it
-    ends, not once per retry (the retries are at debug level)."""
-
-    def __init__(self) -> None:
-        self.failing: set[str] = set()
-        self.since: float | None = None
-        self.failures = 0
-
-    def failed(self, who: str, error: BaseException | str) -> None:
-        self.failures += 1
-        if self.since is None:
-            self.since = time.monotonic()
-            log.warning("Kubernetes API: %s: %s; serving the last good state and retrying with backoff", who, error)
-        else:
-            log.debug("Kubernetes API: %s: %s (still failing)", who, error)
-        self.failing.add(who)
-
-    def ok(self, who: str) -> None:
-        self.failing.discard(who)
-        if self.since is not None and not self.failing:
-            log.warning("Kubernetes API: reachable again after %.1fs (%d failed requests)", time.monotonic() - self.since, self.failures)
-            self.since, self.failures = None, 0
-
-
-@dataclass
-class Stats:
-    """What /metrics shows about one reflector (plain numbers, read at scrape time)."""
-
-    synced: bool = False
-    watching: bool = False
-    last_contact: float = field(default_factory=time.monotonic)
-    relists: int = 0
-    api_errors: int = 0
-    rejected: int = 0
-    restarts: dict[str, int] = field(default_factory=dict)  # watch restarts by reason
-
-    def restarted(self, reason: str) -> None:
-        self.restarts[reason] = self.restarts.get(reason, 0) + 1
-
-    def sync_age(self) -> float:
-        """0 while a watch is open and alive, else seconds since the API was last heard."""
-        return 0.0 if self.watching else time.monotonic() - self.last_contact
-
-
 class Reflector:
     """Keeps a Sink in step with one kind (optionally in one namespace)."""
 
@@ -166,7 +106,7 @@ class Reflector:
         api = spec.api(api_client)
         self.kind, self.sink, self.timing, self.outage = kind, sink, timing, outage
         self.namespace, self.label_selector, self.optional = namespace, label_selector, optional
-        self.name = f"{kind}s" + (f" in {namespace}" if namespace else "")
+        self.name = plural(kind) + (f" in {namespace}" if namespace else "")
         self._list_all = getattr(api, spec.all_namespaces)
         self._list_ns = getattr(api, spec.namespaced) if spec.namespaced else None
         self._parse = KINDS[kind].from_raw
@@ -422,6 +362,11 @@ class Reflector:
         else:
             raise ValueError(f"unknown watch event type {kind!r}")
         self.rv = rv or self.rv
+
+
+def plural(kind: str) -> str:
+    """For log lines: Services, EndpointSlices, Endpoints (already plural)."""
+    return kind if kind.endswith("s") else kind + "s"
 
 
 def _retry_after(value: str | None) -> float | None:

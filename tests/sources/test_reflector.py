@@ -12,7 +12,7 @@ import pytest
 
 from svcdns.sources.kube import KubeOptions, KubeSource
 from svcdns.sources.kubeauth import api_client
-from svcdns.sources.reflector import Backoff
+from svcdns.sources.health import Backoff
 from svcdns.store import ClusterState
 from tests.kubeapi import objects as o
 from tests.sources.conftest import FAST
