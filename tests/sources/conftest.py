@@ -111,3 +111,14 @@ def converges(srv: RunningServer, name: str, rdtype: str, want: tuple[str, list[
         raise AssertionError(f"{name} {rdtype}: wanted {want} within {timeout}s, still {got[0]}") from None
     return time.monotonic() - started
 
+
+def metrics_text(srv: RunningServer) -> str:
+    with urllib.request.urlopen(srv.health_url + "/metrics", timeout=2) as r:
+        return r.read().decode()
+
+
+def sample(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in /metrics")

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.kubeapi import objects as o
-from tests.sources.conftest import answer, converges, eventually, ready, seed
+from tests.sources.conftest import answer, converges, eventually, metrics_text, ready, sample, seed
 
 FRONTEND = "frontend.web.svc.cluster.local."
 
@@ -117,9 +117,9 @@ def test_objects_deleted_while_disconnected_vanish_after_relist(kubeapi, live, g
     converges(srv, "db-0.db.web.svc.cluster.local.", "A", ("NXDOMAIN", []), timeout=3.0)
     assert answer(srv, "db.web.svc.cluster.local.")[1] == []  # headless, its only slice gone
     assert answer(srv, "10.1.244.10.in-addr.arpa.", "PTR")[1] == []
-    metrics = _metrics(srv)
-    assert _sample(metrics, 'svcdns_source_relists_total{kind="Service"}') >= 1
-    assert _sample(metrics, 'svcdns_source_relists_total{kind="EndpointSlice"}') >= 1
+    metrics = metrics_text(srv)
+    assert sample(metrics, 'svcdns_source_relists_total{kind="Service"}') >= 1
+    assert sample(metrics, 'svcdns_source_relists_total{kind="EndpointSlice"}') >= 1
 
 
 def test_api_outage_keeps_last_good_state_and_logs_once(kubeapi, live, caplog):
@@ -133,9 +133,9 @@ def test_api_outage_keeps_last_good_state_and_logs_once(kubeapi, live, caplog):
         assert answer(srv, FRONTEND) == ("NOERROR", ["10.0.10.1"])
         time.sleep(0.1)
     assert ready(srv), "an API outage must not take DNS out of service"
-    metrics = _metrics(srv)
-    assert _sample(metrics, 'svcdns_source_sync_age_seconds{kind="Service"}') >= 1.5
-    assert _sample(metrics, 'svcdns_source_api_errors_total{kind="Service"}') >= 3
+    metrics = metrics_text(srv)
+    assert sample(metrics, 'svcdns_source_sync_age_seconds{kind="Service"}') >= 1.5
+    assert sample(metrics, 'svcdns_source_api_errors_total{kind="Service"}') >= 3
     kubeapi.clear_faults()
     kubeapi.put(o.service("web", "frontend", "10.0.10.7"))
     converges(srv, FRONTEND, "A", ("NOERROR", ["10.0.10.7"]), timeout=3.0)
@@ -146,18 +146,4 @@ def test_api_outage_keeps_last_good_state_and_logs_once(kubeapi, live, caplog):
     assert len([m for m in warnings if "reachable again" in m]) == 1, warnings
     retries = [r for r in caplog.records if r.levelname == "DEBUG" and "still failing" in r.getMessage()]
     assert len(retries) >= 5  # the retries happened, at debug level
-    assert _sample(_metrics(srv), 'svcdns_source_sync_age_seconds{kind="Service"}') == 0
-
-
-def _metrics(srv) -> str:
-    import urllib.request
-
-    with urllib.request.urlopen(srv.health_url + "/metrics", timeout=2) as r:
-        return r.read().decode()
-
-
-def _sample(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    raise AssertionError(f"{name} not in /metrics")
+    assert sample(metrics_text(srv), 'svcdns_source_sync_age_seconds{kind="Service"}') == 0

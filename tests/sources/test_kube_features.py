@@ -6,8 +6,7 @@ from __future__ import annotations
 import dns.rcode
 
 from tests.kubeapi import objects as o
-from tests.sources.conftest import answer, converges, eventually, ready, seed
-from tests.sources.test_kube_dns import _metrics, _sample
+from tests.sources.conftest import answer, converges, eventually, metrics_text, ready, sample, seed
 
 FRONTEND = "frontend.web.svc.cluster.local."
 
@@ -21,8 +20,8 @@ def test_servfail_and_not_ready_until_every_kind_synced(kubeapi, live):
         assert answer(srv, FRONTEND)[0] == "SERVFAIL"  # never NXDOMAIN, never half a cluster
         assert answer(srv, "nope.web.svc.cluster.local.")[0] == "SERVFAIL"
         assert not ready(srv)
-    assert _sample(_metrics(srv), 'svcdns_source_synced{kind="Service"}') == 1
-    assert _sample(_metrics(srv), 'svcdns_source_synced{kind="EndpointSlice"}') == 0
+    assert sample(metrics_text(srv), 'svcdns_source_synced{kind="Service"}') == 1
+    assert sample(metrics_text(srv), 'svcdns_source_synced{kind="EndpointSlice"}') == 0
     kubeapi.clear_faults()
     eventually(lambda: ready(srv), 3, "/ready")
     assert answer(srv, FRONTEND) == ("NOERROR", ["10.0.10.1"])
@@ -100,7 +99,7 @@ def test_pods_watched_only_for_verified_pod_records(kubeapi, live):
     insecure = live()  # the default: pod records need no pods, so none are watched
     assert answer(insecure, "10-244-1-10.web.pod.cluster.local.") == ("NOERROR", ["10.244.1.10"])
     assert len(kubeapi.requests("pods")) == pod_requests
-    assert 'kind="Pod"' not in _metrics(insecure)
+    assert 'kind="Pod"' not in metrics_text(insecure)
 
 
 def test_bad_object_keeps_last_good_version(kubeapi, live):
@@ -111,7 +110,7 @@ def test_bad_object_keeps_last_good_version(kubeapi, live):
     kubeapi.put(o.service("web", "after", "10.0.10.6"))  # later events still flow
     converges(srv, "after.web.svc.cluster.local.", "A", ("NOERROR", ["10.0.10.6"]), timeout=1.0)
     assert answer(srv, FRONTEND) == ("NOERROR", ["10.0.10.1"])
-    assert _sample(_metrics(srv), 'svcdns_source_errors_total{source="kube"}') == 1
+    assert sample(metrics_text(srv), 'svcdns_source_errors_total{source="kube"}') == 1
     kubeapi.put(o.service("web", "frontend", "10.0.10.5"))
     converges(srv, FRONTEND, "A", ("NOERROR", ["10.0.10.5"]), timeout=1.0)
 

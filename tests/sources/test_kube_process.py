@@ -19,7 +19,7 @@ import dns.rcode
 import pytest
 
 from tests.kubeapi import objects as o
-from tests.sources.conftest import eventually, seed
+from tests.sources.conftest import eventually, sample, seed
 
 
 def free_port() -> int:
@@ -86,8 +86,9 @@ def process(tmp_path):
 def test_serve_kubeconfig_process_follows_api_and_survives_faults(kubeapi, tmp_path, process):
     seed(kubeapi)
     kubeapi.put(o.service("default", "hidden", "10.0.0.77"))
+    metrics_port = free_port()
     p = process("--kubeconfig", kubeapi.write_kubeconfig(tmp_path / "kubeconfig"), "--namespaces", "web,default",
-                "--labels", "app!=hidden", "--endpoint-pod-names")
+                "--labels", "app!=hidden", "--endpoint-pod-names", "--metrics", f"127.0.0.1:{metrics_port}")
     eventually(p.ready, 10, "/ready of the svcdns process")
     assert p.answer("frontend.web.svc.cluster.local.") == ("NOERROR", ["10.0.10.1"])
     assert p.answer("hidden.default.svc.cluster.local.") == ("NOERROR", ["10.0.0.77"])
@@ -109,6 +110,10 @@ def test_serve_kubeconfig_process_follows_api_and_survives_faults(kubeapi, tmp_p
     kubeapi.delete("Service", "web", "frontend")
     eventually(lambda: p.answer("frontend.web.svc.cluster.local.")[0] == "NXDOMAIN", 3.0, "after 410")
 
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as r:
+        metrics = r.read().decode()
+    assert sample(metrics, 'svcdns_source_relists_total{kind="Service"}') >= 1  # after the 410
+    assert sample(metrics, 'svcdns_source_synced{kind="EndpointSlice"}') == 1
     assert p.proc.poll() is None, "svcdns exited"
     code, err = p.stop()
     assert code == 0, err
