@@ -79,7 +79,9 @@ def parse_label_selector(value: str, flag: str = "--labels") -> str:
     parts = re.split(r",(?![^()]*\))", value)  # commas outside "in (a,b)"
     for part in parts:
         if not _REQUIREMENT.match(part):
-            raise ConfigError(f"{flag}: {part.strip()!r} is not a label selector requirement (key=value, key!=value, key in (a,b), key, !key)")
+            raise ConfigError(
+                f"{flag}: {part.strip()!r} is not a label selector requirement (key=value, key!=value, key in (a,b), key, !key)"
+            )
     return ",".join(p.strip() for p in parts)
 
 

@@ -164,9 +164,11 @@ class KubeCollector:
         )
         synced = GaugeMetricFamily("svcdns_source_synced", "1 once this kind's first LIST completed.", labels=["kind"])
         objects = GaugeMetricFamily("svcdns_source_objects", "Objects of this kind the API server holds for us.", labels=["kind"])
-        restarts = CounterMetricFamily("svcdns_source_watch_restarts", "Watches that ended and were reopened, by reason.", labels=["kind", "reason"])
-        relists = CounterMetricFamily("svcdns_source_relists", "LISTs after the first (410 Gone or lost watch history).", labels=["kind"])
-        errors = CounterMetricFamily("svcdns_source_api_errors", "Failed LIST/WATCH requests (each followed by a backoff).", labels=["kind"])
+        restarts = CounterMetricFamily(
+            "svcdns_source_watch_restarts", "Watches that ended and were reopened, by reason.", labels=["kind", "reason"]
+        )
+        relists = CounterMetricFamily("svcdns_source_relists", "LISTs after the first (410 Gone, lost history).", labels=["kind"])
+        errors = CounterMetricFamily("svcdns_source_api_errors", "Failed LIST/WATCH requests, each followed by a backoff.", labels=["kind"])
         by_kind: dict[str, list] = {}
         for r in self.source.reflectors:
             by_kind.setdefault(r.kind, []).append(r)

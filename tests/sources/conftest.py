@@ -80,7 +80,8 @@ def ready(srv: RunningServer) -> bool:
 def answer(srv: RunningServer, name: str, rdtype: str = "A") -> tuple[str, list[str]]:
     """(rcode, sorted rdata) of a real UDP query."""
     msg = srv.query(name, rdtype)
-    return dns.rcode.to_text(msg.rcode()), sorted(rd.to_text() for rrset in msg.answer for rd in rrset if rrset.rdtype == dns.rdatatype.from_text(rdtype))
+    want = dns.rdatatype.from_text(rdtype)
+    return dns.rcode.to_text(msg.rcode()), sorted(rd.to_text() for rrset in msg.answer if rrset.rdtype == want for rd in rrset)
 
 
 def eventually(check, timeout: float, what: str = "condition", interval: float = 0.02):

@@ -124,3 +124,15 @@ async def test_relist_reconciles_and_reparses_only_what_changed(kubeapi, tmp_pat
         assert sorted(parsed) == ["svc-1", "svc-9"]  # the four unchanged were not parsed again
         assert sorted(k[1] for k in h.state.services) == ["svc-1", "svc-2", "svc-3", "svc-4", "svc-5", "svc-9"]
         assert h.state.services[("web", "svc-1")].cluster_ips == ("10.0.1.1",)
+
+
+async def test_nodes_and_pods_are_watched_only_when_asked_for(kubeapi, tmp_path):
+    kubeapi.put(o.namespace("web"), o.node("node-1", zone="zone-a"), o.pod("web", "p", "10.244.0.5"))
+    async with Harness(kubeapi, tmp_path) as h:
+        assert h.source.kinds() == ["Namespace", "Service", "EndpointSlice", "Endpoints"]
+        assert not h.state.nodes and not h.state.pods
+    async with Harness(kubeapi, tmp_path, options=KubeOptions(pods=True, nodes=True)) as h:
+        assert h.state.nodes[("", "node-1")].zone == "zone-a"  # the proxy's topology
+        assert h.state.pod_by_ip["10.244.0.5"].name == "p"
+        kubeapi.put(o.node("node-2", zone="zone-b"))
+        await until(lambda: ("", "node-2") in h.state.nodes)
