@@ -130,6 +130,8 @@ class Server:
             return
         if self.config.kubeconfig:
             log.warning("--manifests given: serving them, not the cluster of --kubeconfig %s", self.config.kubeconfig)
+        if self.config.namespaces or self.config.labels:
+            log.warning("--namespaces and --labels apply to the live API only; the manifests are served whole")
         if self.source_kind == "example":
             log.warning("no --manifests given and no cluster configured: serving the embedded example cluster (%s)", example_manifests())
         self.source.load()
