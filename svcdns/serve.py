@@ -152,7 +152,9 @@ class Server:
 
         cfg = self.config
         api = await api_client(cfg.kubeconfig, cfg.serviceaccount_dir)
-        options = KubeOptions(namespaces=cfg.namespaces, labels=cfg.labels, pods=cfg.pods == "verified")
+        # Pods cost memory; they are watched when a feature needs them: verified pod
+        # records, and autopath (a client's namespace comes from its pod's address).
+        options = KubeOptions(namespaces=cfg.namespaces, labels=cfg.labels, pods=cfg.pods == "verified" or self.autopath is not None)
         self.source = KubeSource(api, self.state, options, cfg.watch, on_reject=self.metrics.source_errors.labels("kube").inc)
         self.metrics.add_kube(self.source)
         self._tasks.append(asyncio.ensure_future(self.source.run()))

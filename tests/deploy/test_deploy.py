@@ -132,17 +132,19 @@ def test_deployment_args_are_valid_svcdns_flags():
     args = build_parser().parse_args(_expand(c["args"], cm["data"]))
     assert args.command == "serve" and args.listen == "0.0.0.0:53" and args.pods == cm["data"]["SVCDNS_PODS"]
     assert args.health.endswith(":8080") and args.metrics.endswith(":9153")
+    assert args.upstream == ["/etc/resolv.conf"] and dep["spec"]["template"]["spec"]["dnsPolicy"] == "Default"
 
 
 def test_sidecar_pod_resolves_through_its_svcdns():
     (pod,) = find("Pod", DEPLOY / "sidecar")
     spec = pod["spec"]
     assert spec["dnsPolicy"] == "None"
-    assert spec["dnsConfig"]["nameservers"][0] == "127.0.0.1"
+    assert spec["dnsConfig"]["nameservers"] == ["127.0.0.1"]
     (sidecar,) = spec["initContainers"]
     assert sidecar["restartPolicy"] == "Always"  # a native sidecar: up before the app, for the pod's life
     args = build_parser().parse_args(sidecar["args"])
     assert args.listen == "127.0.0.1:53"
+    assert args.upstream and "127.0.0.1" not in args.upstream[0] and "resolv.conf" not in args.upstream[0]  # no loop
     probe_port = sidecar["startupProbe"]["httpGet"]["port"]
     port = next(p["containerPort"] for p in sidecar["ports"] if p["name"] == probe_port)
     assert args.health == f"0.0.0.0:{port}" and sidecar["startupProbe"]["httpGet"]["path"] == "/ready"

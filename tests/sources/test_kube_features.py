@@ -84,7 +84,7 @@ def test_endpoints_shadowed_by_slices_are_not_held(kubeapi, live):
     assert srv.call(lambda: sorted(srv.server.state.endpoints)) == [("web", "legacy")]
 
 
-def test_pods_watched_only_for_verified_pod_records(kubeapi, live):
+def test_pods_watched_only_when_a_feature_needs_them(kubeapi, live):
     seed(kubeapi)
     kubeapi.put(o.pod("web", "frontend-1", "10.244.1.10"))
     srv = live(pods="verified")
@@ -96,10 +96,12 @@ def test_pods_watched_only_for_verified_pod_records(kubeapi, live):
     converges(srv, "10-244-1-10.web.pod.cluster.local.", "A", ("NXDOMAIN", []), timeout=1.0)
 
     pod_requests = len(kubeapi.requests("pods"))
-    insecure = live()  # the default: pod records need no pods, so none are watched
+    insecure = live(autopath=False)  # insecure pod records need no pods, so none are watched
     assert answer(insecure, "10-244-1-10.web.pod.cluster.local.") == ("NOERROR", ["10.244.1.10"])
     assert len(kubeapi.requests("pods")) == pod_requests
     assert 'kind="Pod"' not in metrics_text(insecure)
+    autopath = live()  # autopath (on by default) finds a client's namespace by its pod's address
+    assert sample(metrics_text(autopath), 'svcdns_source_synced{kind="Pod"}') == 1
 
 
 def test_bad_object_keeps_last_good_version(kubeapi, live):
