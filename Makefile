@@ -7,7 +7,7 @@ LISTEN ?= 127.0.0.1:5353
 HEALTH ?= 127.0.0.1:8080
 DIG    := dig @127.0.0.1 -p $(lastword $(subst :, ,$(LISTEN)))
 
-.PHONY: run test system-deps bench bench-forward clean
+.PHONY: run test system-deps bench bench-forward bench-api clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ bench: $(STAMP)
 bench-forward: $(STAMP)
 	@./scripts/need dnsperf:dnsperf knotd:knot taskset:util-linux
 	$(PY) bench/forward_cache.py
+
+# The live API source at 10,000 services / 100,000 endpoints (see docs/performance.md).
+bench-api: $(STAMP)
+	$(PY) bench/scale_api.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

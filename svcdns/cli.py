@@ -11,7 +11,7 @@ import logging
 import re
 import sys
 
-from .config import PRIVATE_NETWORKS, ConfigError, ServeConfig, parse_hostport, parse_networks
+from .config import PRIVATE_NETWORKS, ConfigError, ServeConfig, parse_hostport, parse_label_selector, parse_namespaces, parse_networks
 from .env import DEFAULT_WARN_BYTES, FORMATS
 from .ipam import RangeError, parse_service_cidrs
 
@@ -154,7 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log verbosity (default: info for serve, warning otherwise)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="authoritative cluster DNS", description="Serve the cluster zone from manifests (or the embedded example).")
+    serve = sub.add_parser(
+        "serve",
+        help="authoritative cluster DNS",
+        description="Serve the cluster zone from manifests, from a live cluster (--kubeconfig, or the service account "
+        "when running in a pod), or else from the embedded example cluster.",
+    )
     serve.add_argument("--manifests", action="append", default=[], metavar="PATH", help="manifest file or directory (repeatable); re-read when it changes")
     serve.add_argument("--listen", default="0.0.0.0:53", metavar="HOST:PORT", help="UDP and TCP address (default 0.0.0.0:53)")
     serve.add_argument("--zone", action="append", type=_zone, metavar="ZONE", help="cluster zone (repeatable; default cluster.local)")
@@ -162,9 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--health", metavar="HOST:PORT", help="serve /health, /ready and /metrics here")
     serve.add_argument("--pods", choices=["insecure", "verified", "disabled"], default="insecure", help="pod records a-b-c-d.ns.pod.ZONE (CoreDNS semantics; default insecure)")
     serve.add_argument("--endpoint-pod-names", action="store_true", help="name endpoints without a hostname after their pod")
+    serve.add_argument("--naive", action="store_true", help="answer every query by parsing it with dnslib and resolving it on the spot (a benchmark baseline)")
     add_service_cidr_flag(serve)
     add_forwarding_flags(serve)
     add_observability_flags(serve)
+    serve.add_argument("--metrics", metavar="HOST:PORT", help="also serve /metrics here (Prometheus convention: port 9153)")
+    serve.add_argument("--kubeconfig", metavar="PATH", help="follow the cluster of this kubeconfig (in a pod, the service account is used without it)")
+    serve.add_argument("--namespaces", metavar="NS[,NS...]", help="live API: serve only these namespaces (default all)")
+    serve.add_argument("--labels", metavar="SELECTOR", help="live API: serve only services matching this label selector, e.g. 'tier!=internal'")
     serve.set_defaults(run=run_serve)
 
     env = sub.add_parser(
@@ -223,6 +233,7 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         health=parse_hostport(args.health, "--health") if args.health else None,
         pods=args.pods,
         endpoint_pod_names=args.endpoint_pod_names,
+        naive=args.naive,
         service_cidrs=args.service_cluster_ip_range,
         upstreams=upstreams,
         stub_domains=stub_domains(args.stub_domain, zones),
@@ -237,6 +248,10 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         allow_transfer=parse_networks(args.allow_transfer, "--allow-transfer"),
         allow_explain=parse_networks(getattr(args, "allow_explain", None) or PRIVATE_NETWORKS, "--allow-explain"),
         log_queries=getattr(args, "log_queries", False),
+        metrics=parse_hostport(args.metrics, "--metrics") if args.metrics else None,
+        kubeconfig=args.kubeconfig,
+        namespaces=parse_namespaces(args.namespaces) if args.namespaces is not None else (),
+        labels=parse_label_selector(args.labels) if args.labels is not None else None,
     )
 
 
@@ -251,9 +266,14 @@ def run_serve(args: argparse.Namespace) -> int:
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency; plain asyncio still works
         log.info("uvloop not available; using the default event loop")
+    from .sources.kubeauth import AuthError
+
     server = Server(config)
     try:
         asyncio.run(server.serve_forever())
+    except AuthError as e:
+        log.error("cannot connect to the Kubernetes API: %s", e)
+        return 1
     except OSError as e:
         log.error("cannot serve on %s:%d: %s", *config.listen, e.strerror or e)
         return 1

@@ -205,6 +205,10 @@ class ClusterState:
             names |= set(self._objects_in_ns)
         return names
 
+    def has_slices(self, key: Key) -> bool:
+        """True when EndpointSlices name this service (its Endpoints, if any, are then unused)."""
+        return bool(self._slices_by_service.get(key))
+
     def service_slices(self, key: Key) -> tuple[EndpointSlice, ...]:
         """The slices that are a service's endpoints: its EndpointSlices; else its legacy
         Endpoints (mirrored); else, where enabled, slices derived from selected pods."""

@@ -80,9 +80,9 @@ class DnsHandler:
         self.autopath = autopath
         self.allow_transfer = allow_transfer
         self.explainer = explainer  # CH TXT NAME.explain.svcdns (slow path only)
-        # (qtype, rcode) -> count. Plain ints: a labelled prometheus call per query would
+        # qtype << 5 | rcode -> count. Plain ints: a labelled prometheus call per query would
         # cost more than the whole hot path; the metrics collector reads these at scrape.
-        self.counts: defaultdict[tuple[int, int], int] = defaultdict(int)
+        self.counts: defaultdict[int, int] = defaultdict(int)
         # Responses by the client pod's namespace (metrics; bounded by the namespaces pods
         # ask from): one list of counts per rcode, plus search-path misses.
         self.pod_by_ip = state.pod_by_ip  # mutated in place by the store
@@ -101,12 +101,10 @@ class DnsHandler:
             # QR=0, opcode QUERY, one question and no answer/authority records?
             if n < 17 or data[2] & 0xF8 or data[4:10] != _QUERY_COUNTS:
                 return self.slow(data, client, tcp)
-            i = 12
-            while data[i]:
-                if data[i] > 63:  # a compression pointer in a question: slow path
-                    return self.slow(data, client, tcp)
-                i += data[i] + 1
-            qend = i + 1
+            # The question name ends at the first zero byte (found in C, not a Python loop
+            # over labels). A key found in a table is a well-formed name by construction;
+            # a miss is checked label by label before anything reads it (_well_formed).
+            qend = data.index(0, 12) + 1
             end = qend + 4
             if end > n:
                 return self.slow(data, client, tcp)
@@ -133,7 +131,7 @@ class DnsHandler:
                     if stored is None:
                         return self.slow(data, client, tcp)
             return self.stamp(data, key, stored, end, edns, limit, client)
-        except IndexError:
+        except (IndexError, ValueError):
             return self.slow(data, client, tcp)
 
     def _resolve_parsed(self, key: bytes, client: str) -> bytes | None:
@@ -142,7 +140,7 @@ class DnsHandler:
         dnslib parse. None sends it down the slow path: names that are not the cluster's
         (forwarding), odd types, NXDOMAINs autopath may turn around for a pod, and
         ExternalName targets to chase upstream."""
-        if key[-2:] != b"\x00\x01" or key[-4:-2] in _SLOW_TYPES:
+        if key[-2:] != b"\x00\x01" or key[-4:-2] in _SLOW_TYPES or not _well_formed(key):
             return None
         qname, qtype = decode_key(key)
         reverse = qname.endswith((".in-addr.arpa", ".ip6.arpa"))
@@ -162,12 +160,14 @@ class DnsHandler:
         return stored
 
     def stamp(self, data: bytes, key: bytes, stored: bytes, end: int, edns: bool, limit: int, client: str) -> bytes:
-        """Response = client's ID + stored flags with the client's RD/CD + stored counts +
-        the client's question bytes (its spelling, 0x20) + stored records (+ OPT)."""
+        """Response = client's ID + stored flags (RD set) and counts + the client's
+        question bytes (its spelling, 0x20) + stored records (+ OPT). A client that did
+        not set RD, or set CD, gets its own bits back. Counted by type and rcode, and by
+        the client pod's namespace."""
         if len(stored) + end - 10 + (11 if edns else 0) > limit:
             stored = self._fit(key, stored, limit - (11 if edns else 0))
         rcode = stored[1] & 0x0F
-        self.counts[(data[end - 4] << 8 | data[end - 3], rcode)] += 1
+        self.counts[data[end - 4] << 13 | data[end - 3] << 5 | rcode] += 1  # qtype << 5 | rcode
         pod = self.pod_by_ip.get(client)
         if pod is None:
             self.unknown.rcodes[rcode] += 1
@@ -176,11 +176,16 @@ class DnsHandler:
             per.rcodes[rcode] += 1
             if rcode == NXDOMAIN and key.endswith(per.first_search, 0, len(key) - 4):
                 per.search_misses += 1
-        flags = bytes((stored[0] | (data[2] & 0x01), stored[1] | (data[3] & 0x10)))
-        if not edns:
-            return data[:2] + flags + stored[2:10] + data[12:end] + stored[10:]
+        if data[2] & 0x01 and not data[3] & 0x10:
+            if not edns:
+                return data[:2] + stored[:10] + data[12:end] + stored[10:]
+            head = stored[:8]
+        else:
+            head = bytes((stored[0] & 0xFE | data[2] & 0x01, stored[1] | data[3] & 0x10)) + stored[2:8]
+            if not edns:
+                return data[:2] + head + stored[8:10] + data[12:end] + stored[10:]
         arcount = (stored[8] << 8 | stored[9]) + 1
-        return data[:2] + flags + stored[2:8] + arcount.to_bytes(2, "big") + data[12:end] + stored[10:] + OPT_RR
+        return data[:2] + head + arcount.to_bytes(2, "big") + data[12:end] + stored[10:] + OPT_RR
 
     def _namespace(self, namespace: str) -> "NamespaceCounts":
         per = self.namespaces[namespace] = NamespaceCounts(
@@ -407,13 +412,25 @@ class DnsHandler:
         if wire is None:
             self.dropped += 1
         else:
-            self.counts[(qtype, rcode)] += 1
+            self.counts[qtype << 5 | rcode] += 1  # rcode < 32 (BADVERS is 16)
             pod = self.pod_by_ip.get(client)
             per = self.unknown if pod is None else self.namespaces.get(pod.namespace) or self._namespace(pod.namespace)
             per.rcodes[rcode & 0x1F] += 1
             wire = bytes(wire)  # dnslib packs into a bytearray; transports want bytes
         return wire
 
+
+
+def _well_formed(key: bytes) -> bool:
+    """Labels of 1-63 bytes (no compression pointer) ending exactly at the question's
+    type and class, a name of at most 255 bytes, and no byte a hostname never holds."""
+    i, end = 0, len(key) - 5
+    while i < end:
+        n = key[i]
+        if not 0 < n < 64:
+            return False
+        i += n + 1
+    return i == end and end < 255 and b"\x00" not in key[:end]
 
 
 _COMMON = {0, 1, 2, 5, 6, 12, 15, 16, 28, 33, 35, 64, 65, 251, 252, 255}

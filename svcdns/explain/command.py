@@ -59,7 +59,7 @@ def add_parser(sub) -> None:
     p.add_argument("--endpoint-pod-names", action="store_true", help="as serve")
     add_service_cidr_flag(p)
     add_forwarding_flags(p)
-    p.set_defaults(run=run, listen="127.0.0.1:0", health=None)
+    p.set_defaults(run=run, listen="127.0.0.1:0", health=None, naive=False, metrics=None, kubeconfig=None, namespaces=None, labels=None)
     run.oneshot = True
 
 
