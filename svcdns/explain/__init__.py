@@ -89,7 +89,7 @@ def _outcome(steps: list[Step]) -> str:
     if any(s.rcode == "NOERROR" for s in steps):
         nodata = next(s for s in steps if s.rcode == "NOERROR")
         return f"NODATA: {nodata.qname} exists but has no records of this type"
-    return f"{final.rcode}: {final.rule}"
+    return final.rule if final.rule.startswith(final.rcode) else f"{final.rcode}: {final.rule}"
 
 
 def _result(steps: list[Step]) -> tuple:
