@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import logging
 import struct
-import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Awaitable
 
-from dnslib import CLASS, EDNS0, QTYPE, RCODE, DNSError, DNSRecord
+from dnslib import EDNS0, QTYPE, DNSError, DNSRecord
 
 from ..store import ClusterState
 from .acl import AccessList
@@ -35,7 +34,6 @@ if TYPE_CHECKING:  # pragma: no cover - recursion imports the transports, which 
     from .recursion import Recursor
 
 log = logging.getLogger(__name__)
-query_log = logging.getLogger("svcdns.query")
 
 BADVERS = 16
 _QUERY_COUNTS = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0
@@ -90,7 +88,9 @@ class DnsHandler:
         self.unknown = NamespaceCounts(())  # clients that are not pods
         self.dropped = 0
         if log_queries:  # an instance attribute: with the log off, handle() is untouched
-            self.handle = self._handle_logged
+            from .querylog import logging_handle
+
+            self.handle = logging_handle(self)
         self._big: dict[tuple[bytes, int], tuple[bytes, bytes]] = {}  # (key, limit) -> (stored, fitted)
 
     # --- hot path ---------------------------------------------------------------------
@@ -205,41 +205,6 @@ class DnsHandler:
             self._big.clear()
         self._big[(key, limit)] = (stored, fitted)
         return fitted
-
-    # --- the query log (--log-queries) ------------------------------------------------
-
-    def _handle_logged(self, data: bytes, client: str, tcp: bool):
-        """handle(), then one line on the svcdns.query logger. Installed over handle() only
-        when the log is on, so the hot path pays nothing for it otherwise."""
-        started = time.perf_counter()
-        reply = DnsHandler.handle(self, data, client, tcp)
-        if reply is None or type(reply) is bytes:
-            self._log_query(data, client, tcp, reply, started)
-            return reply
-
-        async def later():
-            wire = await reply
-            self._log_query(data, client, tcp, wire, started)
-            return wire
-
-        return later()
-
-    def _log_query(self, data: bytes, client: str, tcp: bool, reply: bytes | None, started: float) -> None:
-        if not query_log.isEnabledFor(logging.INFO):
-            return
-        try:
-            q = DNSRecord.parse(data).q
-            qname, qtype, qclass = str(q.qname), QTYPE.get(q.qtype), CLASS.get(q.qclass)
-        except Exception:
-            qname, qtype, qclass = "?", "?", "?"
-        pod = self.pod_by_ip.get(client)
-        namespace = pod.namespace if pod is not None else "unknown"
-        rcode = "dropped" if reply is None else RCODE.get(reply[3] & 0x0F)
-        ms = (time.perf_counter() - started) * 1000
-        query_log.info(
-            "%s %s %s %s %s %s %s %.3fms", client, namespace, "tcp" if tcp else "udp", qname, qclass, qtype, rcode, ms,
-            extra={"client": client, "namespace": namespace, "qname": qname, "qtype": str(qtype), "rcode": str(rcode), "duration_ms": ms},
-        )
 
     # --- slow path --------------------------------------------------------------------
 

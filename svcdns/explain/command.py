@@ -59,8 +59,8 @@ def add_parser(sub) -> None:
     p.add_argument("--endpoint-pod-names", action="store_true", help="as serve")
     add_service_cidr_flag(p)
     add_forwarding_flags(p)
+    # serve_config() reads serve's flags; explain has no listeners and reads manifests only.
     p.set_defaults(run=run, listen="127.0.0.1:0", health=None, naive=False, metrics=None, kubeconfig=None, namespaces=None, labels=None)
-    run.oneshot = True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
     except CommandError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+
+
+run.oneshot = True  # terse "error: ..." logging, as env and ipam
 
 
 async def _run(args: argparse.Namespace, config: ServeConfig) -> int:

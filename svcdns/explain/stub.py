@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from ..dns.records import NOERROR, NXDOMAIN, RR, T_A, T_AAAA, T_CNAME, T_HINFO, T_NS, T_PTR, T_SOA, T_SRV, T_TXT, Answer, Resolver
+from ..dns.records import NXDOMAIN, RR, T_A, T_AAAA, T_CNAME, T_HINFO, T_NS, T_PTR, T_SOA, T_SRV, T_TXT, Answer, Resolver
 from .model import RCODE_NAMES, UNKNOWN, Forwarded, Step
 
 T_MX = 15
