@@ -57,6 +57,14 @@ def load_live(kubeconfig: str | None, timeout: float = LIVE_SYNC_TIMEOUT) -> Clu
     live source of `svcdns serve` would see it at its first sync; then disconnect."""
     import asyncio
 
+    return asyncio.run(sync_live(kubeconfig, timeout))
+
+
+async def sync_live(kubeconfig: str | None, timeout: float = LIVE_SYNC_TIMEOUT, *, pods: bool = False, endpoints: bool = False) -> ClusterState:
+    """:func:`load_live` inside a running event loop; ``pods``/``endpoints`` also list
+    those kinds (explain shows endpoints and knows pods by IP)."""
+    import asyncio
+
     from .config import IN_CLUSTER_DIR
     from .sources.kube import KubeOptions, KubeSource
     from .sources.kubeauth import api_client
@@ -67,7 +75,7 @@ def load_live(kubeconfig: str | None, timeout: float = LIVE_SYNC_TIMEOUT) -> Clu
             api = await api_client(kubeconfig, IN_CLUSTER_DIR)
         except Exception as e:  # a missing or unreadable kubeconfig or token
             raise CommandError(str(e) if kubeconfig else f"in-cluster: {e}") from None  # the message names the kubeconfig
-        source = KubeSource(api, state, KubeOptions(endpoints=False))
+        source = KubeSource(api, state, KubeOptions(endpoints=endpoints, pods=pods))
         task = asyncio.ensure_future(source.run())
         try:
             await asyncio.wait_for(source.synced.wait(), timeout)
@@ -78,7 +86,7 @@ def load_live(kubeconfig: str | None, timeout: float = LIVE_SYNC_TIMEOUT) -> Clu
             await source.close()
         return state
 
-    return asyncio.run(sync())
+    return await sync()
 
 
 def write_atomic(path: str, text: str) -> None:

@@ -9,8 +9,8 @@ import sys
 
 from ..config import ServeConfig
 from ..dns.records import Resolver, ResolverConfig
-from ..oneshot import CommandError, load
-from ..serve import build_recursor, example_manifests
+from ..oneshot import CommandError, load, sync_live
+from ..serve import build_recursor, choose_source, example_manifests
 from . import DEFAULT_NDOTS, qtype_code
 from .fetch import explain_live
 from .render import render_json, render_text
@@ -52,7 +52,10 @@ def add_parser(sub) -> None:
     p.add_argument("--qtype", type=_qtype, default=1, metavar="TYPE", help="query type (default A)")
     p.add_argument("--ndots", type=_ndots, default=DEFAULT_NDOTS, metavar="N", help="the pod's ndots option (default 5)")
     p.add_argument("--format", choices=["text", "json"], default="text", help="text (default) or one JSON document")
-    p.add_argument("--manifests", action="append", default=[], metavar="PATH", help="manifest file or directory (repeatable; default: the embedded example)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--manifests", action="append", default=[], metavar="PATH", help="manifest file or directory (repeatable)")
+    source.add_argument("--kubeconfig", metavar="PATH", help="read the cluster of this kubeconfig (in a pod: no flag needed; "
+                        "with neither flag outside a pod: the embedded example, as serve)")
     p.add_argument("--zone", action="append", type=_zone, metavar="ZONE", help="cluster zone (repeatable; default cluster.local)")
     p.add_argument("--ttl", type=_ttl, default=5, metavar="SECONDS", help="TTL of cluster records (default 5)")
     p.add_argument("--pods", choices=["insecure", "verified", "disabled"], default="insecure", help="pod records, as serve")
@@ -60,7 +63,7 @@ def add_parser(sub) -> None:
     add_service_cidr_flag(p)
     add_forwarding_flags(p)
     # serve_config() reads serve's flags; explain has no listeners and reads manifests only.
-    p.set_defaults(run=run, listen="127.0.0.1:0", health=None, naive=False, metrics=None, kubeconfig=None, namespaces=None, labels=None)
+    p.set_defaults(run=run, listen="127.0.0.1:0", health=None, naive=False, metrics=None, namespaces=None, labels=None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,11 +81,15 @@ run.oneshot = True  # terse "error: ..." logging, as env and ipam
 
 
 async def _run(args: argparse.Namespace, config: ServeConfig) -> int:
-    paths = list(config.manifests) or [example_manifests()]
-    for path in config.manifests:
-        if not os.path.exists(path):
-            raise CommandError(f"--manifests {path}: no such file or directory")
-    state, _ = load(paths, config.service_cidrs, derive_endpoints=True)
+    kind = choose_source(config)
+    if kind == "kube":
+        state = await sync_live(config.kubeconfig, pods=True, endpoints=True)
+    else:
+        paths = list(config.manifests) or [example_manifests()]
+        for path in config.manifests:
+            if not os.path.exists(path):
+                raise CommandError(f"--manifests {path}: no such file or directory")
+        state, _ = load(paths, config.service_cidrs, derive_endpoints=True)
     resolver = Resolver(state, ResolverConfig(zones=config.zones, ttl=config.ttl, pod_mode=config.pods, endpoint_pod_names=config.endpoint_pod_names))
     recursor = build_recursor(config, state, asyncio.get_running_loop().time) if config.upstreams or config.stub_domains else None
     namespace, pod_label, autopath, why = args.namespace or "default", "", config.autopath, "" if config.autopath else "svcdns serve --autopath"

@@ -185,3 +185,23 @@ def test_query_log_when_on(server, caplog):
 def test_query_log_off_leaves_the_hot_path_alone(serve, manifests):
     srv = serve(manifests=(manifests,))
     assert "handle" not in vars(srv.server.handler)  # the class's handle(), no wrapper
+
+
+def test_cli_reads_a_live_cluster(capsys, tmp_path):
+    """`svcdns explain --kubeconfig` lists the cluster once (services, slices, pods) from
+    an API server speaking list/watch, and explains from that."""
+    from tests.kubeapi import objects as o
+    from tests.kubeapi.server import KubeApi
+
+    with KubeApi() as api:
+        api.put(
+            o.namespace("web"),
+            o.service("web", "db", "None", ports=(("pg", 5432),)),
+            o.endpoint_slice("web", "db", ["10.244.1.10", "10.244.2.11"], ports=(("pg", 5432),),
+                             mutate=lambda s: s["endpoints"][1]["conditions"].update(ready=False, serving=False)),
+            o.pod("web", "client", "10.244.3.3"),
+        )
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+        doc = run_cli(capsys, "db", "--pod", "web/client", "--kubeconfig", kubeconfig)
+    assert doc["queries"][0]["records"] == ["db.web.svc.cluster.local. 5 IN A 10.244.1.10"]
+    assert [(e["address"], e["in_dns"]) for e in doc["service"]["endpoints"]] == [("10.244.1.10", True), ("10.244.2.11", False)]
