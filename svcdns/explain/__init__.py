@@ -57,6 +57,8 @@ def explain(
     notes = []
     if not resolver.state.namespace_exists(namespace):
         notes.append(f"namespace {namespace} has no objects in the cluster state: names in it do not exist")
+    if autopath and not pod:
+        notes.append("autopath applies to pods svcdns knows by their IP (serve watches pods when autopath is on)")
     if qtype in (T_A, T_AAAA) and not name.endswith("."):
         notes.append("getaddrinfo() asks A and AAAA side by side: an application usually sends each query twice")
     return Explanation(

@@ -12,10 +12,11 @@ from .model import EndpointView, ServiceView, Step
 def service_of(resolver: Resolver, steps: list[Step] | tuple[Step, ...]) -> tuple[Service, str] | None:
     """The Service the lookup was about (and the endpoint label asked for, if any): the
     one behind the answering query, else the first query that names an existing one.
-    CNAME targets count (short names, autopath, ExternalName to a cluster name)."""
+    CNAME targets count (short names, autopath, ExternalName to a cluster name), and so
+    do PTR targets (which service owns this address?)."""
     ordered = [s for s in steps if s.answered][-1:] + list(steps)
     for step in ordered:
-        names = [step.qname] + [r.split()[-1].rstrip(".") for r in step.records if " IN CNAME " in r]
+        names = [step.qname] + [r.split()[-1].rstrip(".") for r in step.records if " IN CNAME " in r or " IN PTR " in r]
         for name in names:
             found = _parse_service(resolver, name)
             if found is not None:

@@ -192,6 +192,14 @@ def test_stub_candidates(name, ndots, want):
     assert candidates(name, ("ns.svc.z", "svc.z", "z"), ndots) == want
 
 
+def test_reverse_name_shows_the_owning_service(resolver):
+    from svcdns.dns.records import T_PTR
+
+    ex = explain(resolver, "20.0.96.10.in-addr.arpa.", namespace="shop", qtype=T_PTR)
+    assert ex.queries[0].records == ("20.0.96.10.in-addr.arpa. 5 IN PTR web.shop.svc.cluster.local.",)
+    assert ex.queries[0].rule == "PTR for a ClusterIP (spec 2.3.3)" and ex.service.name == "web"
+
+
 def test_renderers_agree(resolver):
     ex = explain(resolver, "db", namespace="shop")
     text = render_text(ex)

@@ -16,7 +16,7 @@ import pytest
 
 from svcdns.cli import main
 from tests.conftest import RunningServer, base_config
-from tests.dns.nameservers import Knot, metric
+from tests.dns.nameservers import Knot, SlowServer, metric
 
 POD_SHOP = "127.0.5.5"
 NOT_A_POD = "127.0.0.1"
@@ -103,8 +103,18 @@ def test_cli_text_and_errors(capsys, manifests):
 
 
 @pytest.fixture(scope="module")
-def server(knot, manifests):
-    config = base_config(manifests=(manifests,), upstreams=(knot.address,), autopath=False, log_queries=True)
+def silent():
+    """An upstream that never answers: names under dead.test get SERVFAIL."""
+    with SlowServer(None) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def server(knot, silent, manifests):
+    config = base_config(
+        manifests=(manifests,), upstreams=(knot.address,), stub_domains=(("dead.test", (silent.address,)),),
+        upstream_timeout=0.2, query_timeout=0.5, serve_stale=0, autopath=False, log_queries=True,
+    )
     with RunningServer(config) as srv:
         yield srv
 
@@ -159,16 +169,18 @@ def test_metrics_by_client_namespace(server):
         assert ask("nothing.example.test.shop.svc.cluster.local.", POD_SHOP) == dns.rcode.NXDOMAIN
     assert ask("web.nowhere.svc.cluster.local.", POD_SHOP) == dns.rcode.NXDOMAIN  # a miss, not a search-path miss
     assert ask("nothing.example.test.shop.svc.cluster.local.", NOT_A_POD) == dns.rcode.NXDOMAIN
+    assert ask("www.dead.test.", POD_SHOP) == dns.rcode.SERVFAIL  # its only upstream never answers
 
     def delta(name, ns):
         return metric(server, name, namespace=ns) - before[(name, ns)]
 
-    assert delta("svcdns_dns_namespace_requests_total", "shop") == 4
+    assert delta("svcdns_dns_namespace_requests_total", "shop") == 5
     assert delta("svcdns_dns_namespace_nxdomain_total", "shop") == 3
     assert delta("svcdns_dns_search_path_misses_total", "shop") == 2
     assert delta("svcdns_dns_namespace_requests_total", "unknown") == 1
     assert delta("svcdns_dns_namespace_nxdomain_total", "unknown") == 1
-    assert delta("svcdns_dns_namespace_servfail_total", "shop") == 0
+    assert delta("svcdns_dns_namespace_servfail_total", "shop") == 1
+    assert delta("svcdns_dns_namespace_servfail_total", "unknown") == 0
 
 
 def test_query_log_when_on(server, caplog):
@@ -205,3 +217,15 @@ def test_cli_reads_a_live_cluster(capsys, tmp_path):
         doc = run_cli(capsys, "db", "--pod", "web/client", "--kubeconfig", kubeconfig)
     assert doc["queries"][0]["records"] == ["db.web.svc.cluster.local. 5 IN A 10.244.1.10"]
     assert [(e["address"], e["in_dns"]) for e in doc["service"]["endpoints"]] == [("10.244.1.10", True), ("10.244.2.11", False)]
+
+
+def test_serve_flags_reach_the_config():
+    from svcdns.cli import build_parser, serve_config
+    from svcdns.config import PRIVATE_NETWORKS, ConfigError
+
+    cfg = serve_config(build_parser().parse_args(["serve", "--log-queries", "--allow-explain", "10.0.0.0/8", "--allow-explain", "::1"]))
+    assert cfg.log_queries and cfg.allow_explain == ("10.0.0.0/8", "::1/128")
+    default = serve_config(build_parser().parse_args(["serve"]))
+    assert not default.log_queries and default.allow_explain == PRIVATE_NETWORKS
+    with pytest.raises(ConfigError, match="--allow-explain: 'nonsense' is not an address or CIDR"):
+        serve_config(build_parser().parse_args(["serve", "--allow-explain", "nonsense"]))
