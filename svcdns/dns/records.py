@@ -114,7 +114,7 @@ class Resolver:
             targets, kind = self._lookup(qname, base, qtype, zone)
         except _NameError as e:
             return Answer(NXDOMAIN, authority=(self.soa(zone),), rule=str(e))
-        rule = spec_rule(kind, qtype)
+        rule = spec_rule(kind, qtype).replace("{mode}", self.cfg.pod_mode)
         if qtype == T_ANY:  # RFC 8482: a minimal answer to ANY
             return Answer(NOERROR, (RR(qname, T_HINFO, self.cfg.ttl, ("RFC8482", "")),), rule="ANY (RFC 8482)")
         if qtype in (T_A, T_AAAA):
@@ -346,7 +346,7 @@ RULES = {
     ("endpoint", T_SRV): "SRV for a named port of one endpoint (spec 2.4.2)",
     ("externalname", T_A): "ExternalName CNAME (spec 2.5.1)",
     ("externalname", T_SRV): "ExternalName: no SRV records (spec 2.5.1, as CoreDNS)",
-    ("pod", T_A): "pod record a-b-c-d.<ns>.pod (CoreDNS pods mode; not in the spec)",
+    ("pod", T_A): "pod record a-b-c-d.<ns>.pod (CoreDNS --pods {mode}; not in the spec)",
     ("zone", T_A): "zone structure: exists, holds no records",
     ("namespace", T_A): "namespace name: exists, holds no records",
 }

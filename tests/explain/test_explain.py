@@ -192,6 +192,12 @@ def test_stub_candidates(name, ndots, want):
     assert candidates(name, ("ns.svc.z", "svc.z", "z"), ndots) == want
 
 
+def test_pod_record(resolver):
+    ex = explain(resolver, "10-244-1-5.shop.pod.cluster.local.", namespace="shop")
+    assert ex.queries[0].records == ("10-244-1-5.shop.pod.cluster.local. 5 IN A 10.244.1.5",)
+    assert ex.queries[0].rule == "pod record a-b-c-d.<ns>.pod (CoreDNS --pods insecure; not in the spec)"
+
+
 def test_reverse_name_shows_the_owning_service(resolver):
     from svcdns.dns.records import T_PTR
 
