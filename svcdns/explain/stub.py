@@ -113,7 +113,10 @@ class Stub:
         if answer.chase:
             route = self.client.route(answer.chase)
             if route is None:
-                return records, f"{rule}; target {answer.chase} is outside the cluster and no upstream covers it: the client resolves it"
+                return records, (
+                    f"{rule}; target {answer.chase} is outside the cluster and no upstream is configured: the answer holds "
+                    "only the CNAME (stub resolvers do not chase it: the application gets no address)"
+                )
             reply = self.client.upstream(answer.chase)
             if reply is not None:
                 records += tuple(r for r in reply.records if r not in records)

@@ -113,7 +113,7 @@ def test_externalname_without_upstream(resolver):
     ex = explain(resolver, "mail", namespace="shop")
     step = ex.queries[0]
     assert step.records == ("mail.shop.svc.cluster.local. 5 IN CNAME smtp.example.test.",)
-    assert "ExternalName CNAME (spec 2.5.1)" in step.rule and "no upstream covers it" in step.rule
+    assert "ExternalName CNAME (spec 2.5.1)" in step.rule and "no upstream is configured" in step.rule
     assert ex.service.type == "ExternalName" and ex.service.external_name == "smtp.example.test"
     assert ex.service.endpoints == ()
 
