@@ -1,0 +1,266 @@
+"""nftables mode: one table per IP family (``ip svcdns``), modelled on kube-proxy's
+nftables proxier (``pkg/proxy/nftables/proxier.go``).
+
+Traffic is dispatched by verdict maps keyed on ``address . protocol . port``::
+
+  nat-prerouting / nat-output -> services:
+      ip daddr . meta l4proto . th dport vmap @service-ips     (ClusterIP, external, LB IPs)
+      fib daddr type local ... jump nodeports                     (vmap @service-nodeports)
+  service-<h>-ns/svc/tcp/port:   mark off-cluster sources for masquerade, affinity
+      lookups, then ``numgen random mod N vmap { 0 : goto endpoint-..., ... }``
+  endpoint-<h>-...__ip/port:     ``dnat to ip:port`` (+ ``update @affinity-...``)
+  filter-{input,forward,output} -> service-endpoints-check: @no-endpoint-services sends
+      services without endpoints to reject-chain (Local ones without local endpoints: drop)
+
+Names follow kube-proxy's ``hashAndTruncate``: 8 base32 characters of sha256(name), a
+dash, then the readable name. Every input is one ``nft -f`` transaction: the kernel takes
+all of it or none. The first sync replaces the table; later ones re-fill the maps and
+rewrite only the chains of services that changed (affinity sets keep their entries).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from ..model import Key, ProxyView, ServicePortInfo, categorize_endpoints, of_family
+from .iptables import run_tool
+
+log = logging.getLogger(__name__)
+
+TABLE = "svcdns"
+MASQ_MARK = "0x4000"
+CHAIN_NAME_MAX = 256 - 3
+
+
+@lru_cache(maxsize=1 << 18)
+def hash_and_truncate(name: str) -> str:
+    """kube-proxy's hashAndTruncate: unique and still readable."""
+    digest = base64.b32encode(hashlib.sha256(name.encode()).digest()).decode()[:8]
+    out = f"{digest}-{name}"
+    return out if len(out) <= CHAIN_NAME_MAX else out[: CHAIN_NAME_MAX - 3] + "..."
+
+
+def chain_base(svc: ServicePortInfo) -> str:
+    n = svc.name
+    return hash_and_truncate(f"{n.namespace}/{n.name}/{n.protocol.lower()}/{n.port}")
+
+
+def endpoint_base(svc: ServicePortInfo, ep) -> str:
+    n = svc.name
+    ip = ep.ip
+    return hash_and_truncate(f"{n.namespace}/{n.name}/{n.protocol.lower()}/{n.port}__{ip}/{ep.port}")
+
+
+@dataclass
+class _Family:
+    nf: str  # nft family of the table: ip | ip6
+    addr: str  # ip | ip6 (expression prefix)
+    addr_type: str  # ipv4_addr | ipv6_addr
+    loopback: str
+
+
+FAMILIES = {4: _Family("ip", "ip", "ipv4_addr", "127.0.0.0/8"), 6: _Family("ip6", "ip6", "ipv6_addr", "::1")}
+
+
+@dataclass
+class Rendered:
+    text: str
+    chains: frozenset[str]  # per-service chains after this sync
+    sets: frozenset[str]  # affinity sets after this sync
+    written: int = 0
+
+
+@dataclass
+class _Writer:
+    view: ProxyView
+    family: int
+    full: bool
+    decl: list[str] = field(default_factory=list)
+    rules: list[str] = field(default_factory=list)
+    elements: list[str] = field(default_factory=list)
+    chains: set[str] = field(default_factory=set)
+    sets: set[str] = field(default_factory=set)
+    written: int = 0
+
+    def __post_init__(self):
+        self.f = FAMILIES[self.family]
+        self.cidr = self.view.cluster_cidr(self.family)
+        self.t = f"{self.f.nf} {TABLE}"
+
+    def rule(self, chain: str, text: str) -> None:
+        self.rules.append(f"add rule {self.t} {chain} {text}")
+
+    def element(self, mapname: str, key: str, verdict: str) -> None:
+        self.elements.append(f"add element {self.t} {mapname} {{ {key} : {verdict} }}")
+
+    def base(self) -> None:
+        """Table, maps and the fixed chains (every sync re-declares them: ``add`` is
+        idempotent; the fixed chains are flushed and refilled)."""
+        f, t = self.f, self.t
+        self.decl.append(f'add table {t} {{ comment "rules for svcdns proxy (kube-proxy compatible)" ; }}')
+        for name, key, comment in (
+            ("service-ips", f"{f.addr_type} . inet_proto . inet_service", "ClusterIP, ExternalIP and LoadBalancer IP traffic"),
+            ("service-nodeports", "inet_proto . inet_service", "NodePort traffic"),
+            ("no-endpoint-services", f"{f.addr_type} . inet_proto . inet_service", "vmap to drop or reject packets to services with no endpoints"),
+            ("no-endpoint-nodeports", "inet_proto . inet_service", "vmap to drop or reject packets to service nodeports with no endpoints"),
+        ):
+            self.decl.append(f'add map {t} {name} {{ type {key} : verdict ; comment "{comment}" ; }}')
+        hooks = (
+            ("nat-prerouting", "nat", "prerouting", "dstnat", "jump services"),
+            ("nat-output", "nat", "output", "-100", "jump services"),  # nft rejects "dstnat" for output
+            ("nat-postrouting", "nat", "postrouting", "srcnat", "jump masquerading"),
+            ("filter-input", "filter", "input", "-110", "ct state new jump nodeport-endpoints-check"),
+            ("filter-input", "filter", "input", "-110", "ct state new jump service-endpoints-check"),
+            ("filter-forward", "filter", "forward", "-110", "ct state new jump service-endpoints-check"),
+            ("filter-output", "filter", "output", "-110", "ct state new jump service-endpoints-check"),
+        )
+        fixed = ["services", "nodeports", "masquerading", "mark-for-masquerade", "reject-chain", "service-endpoints-check", "nodeport-endpoints-check"]
+        for name in dict.fromkeys(h[0] for h in hooks):
+            _, kind, hook, prio, _ = next(h for h in hooks if h[0] == name)
+            self.decl.append(f"add chain {t} {name} {{ type {kind} hook {hook} priority {prio} ; }}")
+        self.decl += [f"add chain {t} {name}" for name in fixed]
+        if not self.full:
+            self.decl += [f"flush chain {t} {name}" for name in [*dict.fromkeys(h[0] for h in hooks), *fixed]]
+            self.decl += [f"flush map {t} {m}" for m in ("service-ips", "service-nodeports", "no-endpoint-services", "no-endpoint-nodeports")]
+        for name, _, _, _, action in hooks:
+            self.rule(name, action)
+        self.rule("mark-for-masquerade", f"meta mark set meta mark or {MASQ_MARK}")
+        self.rule("masquerading", f"meta mark & {MASQ_MARK} == 0 return")
+        self.rule("masquerading", f"meta mark set meta mark xor {MASQ_MARK}")
+        self.rule("masquerading", "masquerade fully-random")
+        self.rule("reject-chain", "reject")
+        self.rule("service-endpoints-check", f"{f.addr} daddr . meta l4proto . th dport vmap @no-endpoint-services")
+        self.rule("nodeport-endpoints-check", "fib daddr type local meta l4proto . th dport vmap @no-endpoint-nodeports")
+        self.rule("services", f"{f.addr} daddr . meta l4proto . th dport vmap @service-ips")
+        self.rule("services", f"fib daddr type local {f.addr} daddr != {f.loopback} jump nodeports")
+        self.rule("nodeports", "meta l4proto . th dport vmap @service-nodeports")
+
+    def service(self, svc: ServicePortInfo, write: bool) -> None:
+        f = self.f
+        cluster_ip = of_family(svc.cluster_ips, self.family)[0]
+        endpoints = tuple(e for e in self.view.endpoints.get(svc.name, ()) if e.family == self.family)
+        cat = categorize_endpoints(endpoints, svc, self.view.node_name, self.view.node_zone)
+        base = chain_base(svc)
+        svc_chain, local_chain, ext_chain = f"service-{base}", f"local-{base}", f"external-{base}"
+        proto = svc.protocol.lower()
+        has_internal = cat.has_any and not (svc.internal_local and not cat.local)
+        has_external = cat.has_any and not (svc.external_policy_local and not cat.local)
+        no_ep = "goto reject-chain" if not cat.has_any else "drop"
+        internal = local_chain if svc.internal_local else svc_chain
+        self.element("service-ips" if has_internal else "no-endpoint-services", f"{cluster_ip} . {proto} . {svc.port}", f"goto {internal}" if has_internal else no_ep)
+        for ip in (*of_family(svc.external_ips, self.family), *of_family(svc.load_balancer_ips, self.family)):
+            if cat.has_any:
+                self.element("service-ips", f"{ip} . {proto} . {svc.port}", f"goto {ext_chain}")
+            if not has_external:
+                self.element("no-endpoint-services", f"{ip} . {proto} . {svc.port}", no_ep)
+        if svc.node_port:
+            if cat.has_any:
+                self.element("service-nodeports", f"{proto} . {svc.node_port}", f"goto {ext_chain}")
+            if not has_external:
+                self.element("no-endpoint-nodeports", f"{proto} . {svc.node_port}", no_ep)
+
+        chains: dict[str, list[str]] = {}
+        if cat.has_any and svc.externally_accessible:
+            chains[ext_chain] = self._external(svc, svc_chain, local_chain if cat.local else None, has_external)
+        if cat.cluster and svc.uses_cluster_endpoints:
+            chains[svc_chain] = self._dispatch(svc, cat.cluster, cluster_ip, masquerade=not svc.internal_local)
+        if cat.local and svc.uses_local_endpoints:
+            chains[local_chain] = self._dispatch(svc, cat.local, cluster_ip, masquerade=svc.internal_local)
+        for ep in cat.reachable:
+            name = f"endpoint-{endpoint_base(svc, ep)}"
+            body = [f"{f.addr} saddr {ep.ip} jump mark-for-masquerade"]
+            if svc.affinity_timeout:
+                body.append(f"update @affinity-{endpoint_base(svc, ep)} {{ {f.addr} saddr }}")
+            body.append(f"meta l4proto {proto} dnat to {ep}")
+            chains[name] = body
+        self.chains.update(chains)
+        affinity = {f"affinity-{endpoint_base(svc, ep)}" for ep in cat.reachable} if svc.affinity_timeout else set()
+        self.sets.update(affinity)
+        if write:
+            self.written += len(chains)
+            for s in sorted(affinity):
+                self.decl.append(f"add set {self.t} {s} {{ type {f.addr_type} ; flags dynamic,timeout ; timeout {svc.affinity_timeout}s ; }}")
+            for name, body in chains.items():
+                self.decl.append(f"add chain {self.t} {name}")
+                if not self.full:
+                    self.decl.append(f"flush chain {self.t} {name}")
+                for text in body:
+                    self.rule(name, text)
+
+    def _dispatch(self, svc: ServicePortInfo, endpoints, cluster_ip: str, masquerade: bool) -> list[str]:
+        f = self.f
+        proto = svc.protocol.lower()
+        body = []
+        if masquerade and self.cidr:
+            body.append(f"{f.addr} daddr {cluster_ip} {proto} dport {svc.port} {f.addr} saddr != {self.cidr} jump mark-for-masquerade")
+        if svc.affinity_timeout:
+            for ep in endpoints:
+                base = endpoint_base(svc, ep)
+                body.append(f"{f.addr} saddr @affinity-{base} goto endpoint-{base}")
+        targets = ", ".join(f"{i} : goto endpoint-{endpoint_base(svc, ep)}" for i, ep in enumerate(endpoints))
+        body.append(f"numgen random mod {len(endpoints)} vmap {{ {targets} }}")
+        return body
+
+    def _external(self, svc: ServicePortInfo, svc_chain: str, local_chain: str | None, has_external: bool) -> list[str]:
+        f = self.f
+        if not svc.external_policy_local:
+            return ["jump mark-for-masquerade", f"goto {svc_chain}"]
+        body = []
+        if self.cidr:
+            body.append(f"{f.addr} saddr {self.cidr} goto {svc_chain}")
+        body += ["fib saddr type local jump mark-for-masquerade", f"fib saddr type local goto {svc_chain}"]
+        if has_external and local_chain:
+            body.append(f"goto {local_chain}")
+        return body
+
+
+def render(view: ProxyView, family: int = 4, *, changed: set[Key] | None = None, previous: Rendered | None = None) -> Rendered:
+    """The ``nft -f`` input for one family. ``changed`` = None (or no ``previous``) is a
+    full sync that replaces the table; otherwise only changed services' chains are
+    rewritten and chains/sets no service uses any more are deleted."""
+    full = changed is None or previous is None
+    w = _Writer(view, family, full)
+    w.base()
+    for svc in view.sorted_services():
+        if of_family(svc.cluster_ips, family):
+            w.service(svc, full or svc.name.key in changed)
+    head = [f"add table {w.t}", f"delete table {w.t}"] if full else []
+    tail = []
+    if not full:
+        stale_chains = previous.chains - w.chains
+        tail += [f"flush chain {w.t} {c}" for c in sorted(stale_chains)]
+        tail += [f"delete chain {w.t} {c}" for c in sorted(stale_chains)]
+        tail += [f"delete set {w.t} {s}" for s in sorted(previous.sets - w.sets)]
+    text = "\n".join([*head, *w.decl, *w.rules, *w.elements, *tail, ""])
+    return Rendered(text, frozenset(w.chains), frozenset(w.sets), w.written)
+
+
+class NftablesBackend:
+    """Applies :func:`render` output with ``nft -f`` (one atomic transaction per sync)."""
+
+    mode = "nftables"
+    blocking = True
+
+    def __init__(self) -> None:
+        self._previous: dict[int, Rendered] = {}
+        self.last_input_bytes = 0
+
+    def render_all(self, view: ProxyView) -> str:
+        return "\n".join(render(view, family).text for family in view.families())
+
+    def sync(self, view: ProxyView, changed: set[Key] | None) -> None:
+        total = 0
+        for family in view.families():
+            previous = self._previous.pop(family, None)  # a failed sync forgets: next one is full
+            rendered = render(view, family, changed=changed, previous=previous)
+            run_tool(["nft", "-f", "-"], rendered.text, what="nft -f")
+            self._previous[family] = rendered
+            total += len(rendered.text)
+        self.last_input_bytes = total
+
+    def close(self) -> None:
+        """The table stays when the proxy stops, as kube-proxy's does."""
