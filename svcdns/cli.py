@@ -10,7 +10,7 @@ import asyncio
 import logging
 import sys
 
-from .config import ConfigError, ServeConfig, parse_hostport
+from .config import PROXY_MODES, PROXY_SCHEDULERS, ConfigError, ProxyConfig, ServeConfig, parse_cidrs, parse_hostport
 
 log = logging.getLogger("svcdns")
 
@@ -42,7 +42,57 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--pods", choices=["insecure", "verified", "disabled"], default="insecure", help="pod records a-b-c-d.ns.pod.ZONE (CoreDNS semantics; default insecure)")
     serve.add_argument("--endpoint-pod-names", action="store_true", help="name endpoints without a hostname after their pod")
     serve.set_defaults(run=run_serve)
+    add_proxy_parser(sub)
     return parser
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds (0-3600)")
+    return seconds
+
+
+def add_proxy_parser(sub) -> None:
+    proxy = sub.add_parser(
+        "proxy", help="service proxy (kube-proxy's job)",
+        description="Balance Service virtual IPs over their endpoints on this node, in userspace, iptables, ipvs or nftables mode.",
+    )
+    proxy.add_argument("--mode", required=True, choices=PROXY_MODES, help="how to proxy (ipvs falls back to iptables without kernel IPVS)")
+    proxy.add_argument("--manifests", action="append", default=[], metavar="PATH", help="manifest file or directory (repeatable); re-read when it changes")
+    proxy.add_argument("--kubeconfig", metavar="PATH", help="watch the API server of this kubeconfig (default without --manifests: in-cluster)")
+    proxy.add_argument("--node-name", required=True, metavar="NODE", help="this node's name (Local traffic policies, topology hints)")
+    proxy.add_argument("--cluster-cidr", metavar="CIDR", help="pod network; traffic from outside it to a service is masqueraded")
+    proxy.add_argument("--scheduler", choices=PROXY_SCHEDULERS, default="rr", help="backend choice in userspace and ipvs modes (IPVS semantics; default rr)")
+    proxy.add_argument("--once", action="store_true", help="sync once and exit")
+    proxy.add_argument("--dry-run", action="store_true", help="print what would be applied and exit")
+    proxy.add_argument("--min-sync-period", type=_seconds, default=1.0, metavar="S", help="at most one sync per S seconds; changes in between are batched (default 1)")
+    proxy.add_argument("--health", metavar="HOST:PORT", help="serve /health, /ready and /metrics here")
+    proxy.set_defaults(run=run_proxy)
+
+
+def proxy_config(args: argparse.Namespace) -> ProxyConfig:
+    return ProxyConfig(
+        mode=args.mode,
+        node_name=args.node_name,
+        manifests=tuple(args.manifests),
+        kubeconfig=args.kubeconfig,
+        cluster_cidrs=parse_cidrs(args.cluster_cidr, "--cluster-cidr") if args.cluster_cidr else (),
+        scheduler=args.scheduler,
+        once=args.once,
+        dry_run=args.dry_run,
+        min_sync_period=args.min_sync_period,
+        health=parse_hostport(args.health, "--health") if args.health else None,
+    )
+
+
+def run_proxy(args: argparse.Namespace) -> int:
+    from .proxy.command import run
+
+    return run(proxy_config(args))
 
 
 def serve_config(args: argparse.Namespace) -> ServeConfig:

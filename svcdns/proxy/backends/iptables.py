@@ -349,7 +349,8 @@ class IptablesBackend:
     mode = "iptables"
     blocking = True
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: tuple[str, ...] = ()) -> None:
+        self.prefix = list(prefix)  # e.g. ("ip", "netns", "exec", NS): tests and benchmarks
         self._active: dict[int, frozenset[str]] = {}
         self._full_done: set[int] = set()
         self.last_input_bytes = 0
@@ -368,14 +369,14 @@ class IptablesBackend:
             save, restore = ("iptables-save", "iptables-restore") if family == 4 else ("ip6tables-save", "ip6tables-restore")
             full = changed is None or family not in self._full_done
             if full:
-                chains, present = existing_state(run_tool([save], what=save))
+                chains, present = existing_state(run_tool([*self.prefix, save], what=save))
                 missing = [j for j in JUMPS if (j.table, j.chain, j.target) not in present]
                 existing = chains
                 rendered = render(view, family, existing=existing, jumps=missing)
             else:
                 rendered = render(view, family, changed=changed, existing=self._active.get(family, ()), jumps=())
             self._full_done.discard(family)
-            run_tool([restore, "-w", "--noflush"], rendered.text, what=restore)
+            run_tool([*self.prefix, restore, "-w", "--noflush"], rendered.text, what=restore)
             self._active[family] = rendered.nat_chains
             self._full_done.add(family)
             total += len(rendered.text)

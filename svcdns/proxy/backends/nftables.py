@@ -245,7 +245,8 @@ class NftablesBackend:
     mode = "nftables"
     blocking = True
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: tuple[str, ...] = ()) -> None:
+        self.prefix = list(prefix)  # e.g. ("ip", "netns", "exec", NS): tests and benchmarks
         self._previous: dict[int, Rendered] = {}
         self.last_input_bytes = 0
 
@@ -257,7 +258,7 @@ class NftablesBackend:
         for family in view.families():
             previous = self._previous.pop(family, None)  # a failed sync forgets: next one is full
             rendered = render(view, family, changed=changed, previous=previous)
-            run_tool(["nft", "-f", "-"], rendered.text, what="nft -f")
+            run_tool([*self.prefix, "nft", "-f", "-"], rendered.text, what="nft -f")
             self._previous[family] = rendered
             total += len(rendered.text)
         self.last_input_bytes = total
