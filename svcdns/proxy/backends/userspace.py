@@ -223,7 +223,7 @@ class UserspaceBackend:
 
     def __init__(self, scheduler: str = "rr"):
         self.scheduler = scheduler
-        self.listeners: dict[ServicePortName, _Listener] = {}
+        self.listeners: dict[tuple[ServicePortName, int], _Listener] = {}  # per IP family
         self.connections: set = set()
         self._jumps_checked: set[int] = set()
         self.last_input_bytes = 0
@@ -234,26 +234,28 @@ class UserspaceBackend:
         return "\n".join(render_rules(view, ports, family) for family in view.families())
 
     async def sync(self, view: ProxyView, changed: set[Key] | None) -> None:
-        for name in [n for n in self.listeners if n not in view.services]:
-            await self._close(self.listeners.pop(name))
-        for name, svc in view.services.items():
-            if svc.protocol not in ("TCP", "UDP"):
-                continue  # SCTP cannot be proxied from userspace
-            listener = self.listeners.get(name)
-            if listener is not None and (listener.svc.protocol, listener.svc.cluster_ips) != (svc.protocol, svc.cluster_ips):
-                await self._close(self.listeners.pop(name))
-                listener = None
+        wanted = {
+            (name, family): svc
+            for name, svc in view.services.items()
+            if svc.protocol in ("TCP", "UDP")  # SCTP cannot be proxied from userspace
+            for family in {6 if ":" in ip else 4 for ip in svc.cluster_ips}
+        }
+        for key in [k for k in self.listeners if k not in wanted]:
+            await self._close(self.listeners.pop(key))
+        for (name, family), svc in wanted.items():
+            listener = self.listeners.get((name, family))
             if listener is None:
-                listener = self.listeners[name] = await self._open(svc)
+                listener = self.listeners[(name, family)] = await self._open(svc, family)
             listener.svc = svc
-            family = 6 if ":" in svc.cluster_ips[0] else 4
             endpoints = tuple(e for e in view.endpoints.get(name, ()) if e.family == family)
             cat = categorize_endpoints(endpoints, svc, view.node_name, view.node_zone)
             listener.lb.update(cat.local if svc.internal_local else cat.cluster, svc.affinity_timeout)
-        ports = {n: lst.port for n, lst in self.listeners.items()}
+        ports: dict[int, dict[ServicePortName, int]] = {4: {}, 6: {}}
+        for (name, family), listener in self.listeners.items():
+            ports[family][name] = listener.port
         await asyncio.to_thread(self._apply, view, ports)
 
-    def _apply(self, view: ProxyView, ports: dict[ServicePortName, int]) -> None:
+    def _apply(self, view: ProxyView, ports: dict[int, dict[ServicePortName, int]]) -> None:
         total = 0
         for family in view.families():
             save, restore = ("iptables-save", "iptables-restore") if family == 4 else ("ip6tables-save", "ip6tables-restore")
@@ -261,15 +263,15 @@ class UserspaceBackend:
             if family not in self._jumps_checked:
                 _, present = ipt.existing_state(ipt.run_tool([save], what=save))
                 jumps = tuple(j for j in JUMPS if (j.table, j.chain, j.target) not in present)
-            text = render_rules(view, ports, family, jumps)
+            text = render_rules(view, ports[family], family, jumps)
             ipt.run_tool([restore, "-w", "--noflush"], text, what=restore)
             self._jumps_checked.add(family)
             total += len(text)
         self.last_input_bytes = total
 
-    async def _open(self, svc: ServicePortInfo) -> _Listener:
+    async def _open(self, svc: ServicePortInfo, family: int) -> _Listener:
         lb = LoadBalancer(self.scheduler)
-        v6 = ":" in svc.cluster_ips[0]
+        v6 = family == 6
         sock = _bind_random(socket.SOCK_STREAM if svc.protocol == "TCP" else socket.SOCK_DGRAM, v6)
         port = sock.getsockname()[1]
         loop = asyncio.get_running_loop()
@@ -277,7 +279,7 @@ class UserspaceBackend:
             server = await asyncio.start_server(_TcpHandler(lb, self.connections), sock=sock)
         else:
             server, _ = await loop.create_datagram_endpoint(lambda: _UdpRelay(lb), sock=sock)
-        log.info("%s (%s): proxying on port %d", svc.name, svc.protocol, port)
+        log.info("%s (%s, IPv%d): proxying on port %d", svc.name, svc.protocol, family, port)
         return _Listener(svc, lb, port, server)
 
     async def _close(self, listener: _Listener) -> None:
