@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 # Debian packages the tests drive for real (installed only when missing).
 system-deps:
 	@./scripts/need dig:dnsutils
+	@./scripts/need ip:iproute2 iptables-restore:iptables nft:nftables ipvsadm:ipvsadm
 
 run: $(STAMP)
 	@./scripts/need dig:dnsutils || echo "(could not install dig; any DNS client will do)"
