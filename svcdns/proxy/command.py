@@ -72,6 +72,7 @@ class ProxyServer:
         )
         self.backend, self.fallback = make_backend(config)
         self.proxier = Proxier(self.state, self.backend, config.node_name, config.cluster_cidrs, ProxyMetrics(self.metrics.registry))
+        self.proxier.resync_period = config.sync_period
         self.runner = SyncRunner(
             self.proxier.sync, min_interval=config.min_sync_period, max_interval=config.sync_period, retry_interval=min(config.sync_period, 5.0),
         )

@@ -49,8 +49,13 @@ class ProxyMetrics:
         self.input_bytes = Gauge("svcdns_proxy_restore_input_bytes", "Size of the last rules input.", registry=registry)
 
 
+FULL_SYNC_PERIOD = 3600.0  # kube-proxy's FullSyncPeriod: rewrite everything at least hourly
+
+
 class Proxier:
     """Feeds ``backend`` from ``state``. ``sync()`` is the one function that applies."""
+
+    resync_period = 30.0  # an idle proxy still re-applies (repairing flushed rules) this often
 
     def __init__(self, state: ClusterState, backend: Backend, node_name: str, cluster_cidrs: tuple[str, ...] = (), metrics: ProxyMetrics | None = None):
         self.state = state
@@ -61,6 +66,7 @@ class Proxier:
         self.endpoints = EndpointsChangeTracker()
         self.metrics = metrics
         self.need_full_sync = True
+        self.last_apply = self.last_full = 0.0  # monotonic
         self.on_pending = lambda: None  # set by the runner: ask for a sync
         self._lock = asyncio.Lock()
         state.subscribe(self.on_change)
@@ -92,7 +98,9 @@ class Proxier:
         apply_changes(self.view.services, service_changes)
         apply_changes(self.view.endpoints, endpoint_changes)
         changed = set(service_changes) | set(endpoint_changes)
-        return None if self.need_full_sync else changed
+        if self.need_full_sync or time.monotonic() - self.last_full > FULL_SYNC_PERIOD:
+            return None
+        return changed
 
     async def sync(self) -> bool:
         """Apply the current view; True on success. Nothing is applied before the
@@ -102,8 +110,8 @@ class Proxier:
             return True
         async with self._lock:
             changed = self.checkout()
-            if changed is not None and not changed:
-                return True
+            if changed is not None and not changed and time.monotonic() - self.last_apply < self.resync_period:
+                return True  # nothing changed and the rules were applied recently
             kind = "full" if changed is None else "partial"
             started = time.perf_counter()
             try:
@@ -119,6 +127,9 @@ class Proxier:
                 return False
             elapsed = time.perf_counter() - started
             self.need_full_sync = False
+            self.last_apply = time.monotonic()
+            if changed is None:
+                self.last_full = self.last_apply
             if self.metrics:
                 self.metrics.sync_duration.labels(self.backend.mode, kind).observe(elapsed)
                 self.metrics.last_sync.set_to_current_time()

@@ -302,11 +302,11 @@ def run_tool(argv: list[str], data: str | None = None, *, what: str = "") -> str
     """Run one of iptables-restore, nft, ipvsadm-restore...; raise ApplyError with its
     complaint. For restore tools the failing line is quoted from our input."""
     try:
-        proc = subprocess.run(argv, input=data, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(argv, input=data, capture_output=True, text=True, timeout=600)
     except FileNotFoundError:
         raise ApplyError(f"{argv[0]} is not installed") from None
     except subprocess.TimeoutExpired:
-        raise ApplyError(f"{argv[0]} did not finish within 120 s") from None
+        raise ApplyError(f"{argv[0]} did not finish within 600 s") from None
     if proc.returncode != 0:
         msg = (proc.stderr or proc.stdout).strip()
         raise ApplyError(f"{what or ' '.join(argv)} failed (exit {proc.returncode}): {msg}{_quote_line(msg, data)}")
