@@ -96,6 +96,8 @@ class Proxier:
         service_changes = self.services.checkout()
         endpoint_changes = self.endpoints.checkout()
         apply_changes(self.view.services, service_changes)
+        if service_changes:
+            self.view.services_changed()
         apply_changes(self.view.endpoints, endpoint_changes)
         changed = set(service_changes) | set(endpoint_changes)
         if self.need_full_sync or time.monotonic() - self.last_full > FULL_SYNC_PERIOD:

@@ -29,7 +29,7 @@ import base64
 import hashlib
 import logging
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Iterable
 
@@ -110,10 +110,23 @@ def probability(n: int) -> str:
 
 
 @dataclass
+class _ServiceRules:
+    """One service port's share of the input, kept between syncs: an unchanged service
+    costs a few list extends, not a re-render."""
+
+    top: list[str]  # its KUBE-SERVICES / KUBE-NODEPORTS rules (nat)
+    filter: list[str]  # its REJECT / DROP rules (filter)
+    chains: list[str]  # its own chains (SVC, SVL, EXT, SEP)
+    rules: list[str]  # the rules of those chains
+
+
+@dataclass
 class Rendered:
     text: str
     nat_chains: frozenset[str]  # every per-service chain that should exist after this sync
     written: int  # per-service chains whose rules this input (re)writes
+    cache: dict = field(default_factory=dict)  # ServicePortName -> _ServiceRules, for the next partial render
+    large: bool = False
 
 
 class _Writer:
@@ -131,8 +144,10 @@ class _Writer:
         self.written = 0
         self.large = False
 
-    def service(self, svc: ServicePortInfo, write_chains: bool) -> None:
+    def service(self, svc: ServicePortInfo) -> "_ServiceRules":
         """All rules of one service port (kube-proxy's loop body in syncProxyRules)."""
+        top: list[str] = []
+        filt: list[str] = []
         cluster_ip = of_family(svc.cluster_ips, self.family)[0]
         endpoints = tuple(e for e in self.view.endpoints.get(svc.name, ()) if e.family == self.family)
         cat = categorize_endpoints(endpoints, svc, self.view.node_name, self.view.node_zone)
@@ -152,30 +167,31 @@ class _Writer:
         match = f"-m {proto} -p {proto}"
 
         if has_internal:
-            self.nat_rules.append(f'-A {KUBE_SERVICES} -m comment --comment "{name} cluster IP" {match} -d {cluster_ip} --dport {svc.port} -j {internal_chain}')
+            top.append(f'-A {KUBE_SERVICES} -m comment --comment "{name} cluster IP" {match} -d {cluster_ip} --dport {svc.port} -j {internal_chain}')
         else:
-            self.filter_rules.append(f"-A {KUBE_SERVICES} -m comment --comment {internal_comment} {match} -d {cluster_ip} --dport {svc.port} -j {internal_target}")
+            filt.append(f"-A {KUBE_SERVICES} -m comment --comment {internal_comment} {match} -d {cluster_ip} --dport {svc.port} -j {internal_target}")
         for ip in of_family(svc.external_ips, self.family):
             if cat.has_any:
-                self.nat_rules.append(f'-A {KUBE_SERVICES} -m comment --comment "{name} external IP" {match} -d {ip} --dport {svc.port} -j {ext_chain}')
+                top.append(f'-A {KUBE_SERVICES} -m comment --comment "{name} external IP" {match} -d {ip} --dport {svc.port} -j {ext_chain}')
             if not has_external:
-                self.filter_rules.append(f"-A {KUBE_EXTERNAL_SERVICES} -m comment --comment {external_comment} {match} -d {ip} --dport {svc.port} -j {external_target}")
+                filt.append(f"-A {KUBE_EXTERNAL_SERVICES} -m comment --comment {external_comment} {match} -d {ip} --dport {svc.port} -j {external_target}")
         for ip in of_family(svc.load_balancer_ips, self.family):
             if cat.has_any:
-                self.nat_rules.append(f'-A {KUBE_SERVICES} -m comment --comment "{name} loadbalancer IP" {match} -d {ip} --dport {svc.port} -j {ext_chain}')
+                top.append(f'-A {KUBE_SERVICES} -m comment --comment "{name} loadbalancer IP" {match} -d {ip} --dport {svc.port} -j {ext_chain}')
         if not has_external:
             for ip in of_family(svc.load_balancer_ips, self.family):
-                self.filter_rules.append(f"-A {KUBE_EXTERNAL_SERVICES} -m comment --comment {external_comment} {match} -d {ip} --dport {svc.port} -j {external_target}")
+                filt.append(f"-A {KUBE_EXTERNAL_SERVICES} -m comment --comment {external_comment} {match} -d {ip} --dport {svc.port} -j {external_target}")
         if svc.node_port:
             if cat.has_any:
-                self.nat_rules.append(f"-A {KUBE_NODEPORTS} -m comment --comment {name} {match} --dport {svc.node_port} -j {ext_chain}")
+                top.append(f"-A {KUBE_NODEPORTS} -m comment --comment {name} {match} --dport {svc.node_port} -j {ext_chain}")
             if not has_external:
-                self.filter_rules.append(
+                filt.append(
                     f"-A {KUBE_EXTERNAL_SERVICES} -m comment --comment {external_comment} -m addrtype --dst-type LOCAL {match} --dport {svc.node_port} -j {external_target}"
                 )
-        self._service_chains(svc, cat, cluster_ip, internal_chain if has_internal else None, ext_chain, external_chain if has_external else None, write_chains)
+        chains, rules = self._service_chains(svc, cat, cluster_ip, internal_chain if has_internal else None, ext_chain, external_chain if has_external else None)
+        return _ServiceRules(top, filt, chains, rules)
 
-    def _service_chains(self, svc, cat: Categorized, cluster_ip, internal_chain, ext_chain, external_policy_chain, write: bool) -> None:
+    def _service_chains(self, svc, cat: Categorized, cluster_ip, internal_chain, ext_chain, external_policy_chain) -> tuple[list[str], list[str]]:
         """The per-service chains: SVC/SVL (dispatch), EXT (external traffic), SEP (DNAT)."""
         name, proto = str(svc.name), svc.protocol.lower()
         chains: list[str] = []
@@ -203,11 +219,7 @@ class _Writer:
             rules.append(f"-A {sep} {comment}-s {ep.ip} -j {KUBE_MARK_MASQ}")
             affinity = f"-m recent --name {sep} --set " if svc.affinity_timeout else ""
             rules.append(f"-A {sep} {comment}{affinity}-m {proto} -p {proto} -j DNAT --to-destination {ep}")
-        self.active.update(chains)
-        if write:
-            self.written += len(chains)
-            self.nat_chains.extend(f":{c} - [0:0]" for c in chains)
-            self.nat_rules.extend(rules)
+        return chains, rules
 
     def _ext_rules(self, svc: ServicePortInfo, ext_chain: str, policy_chain: str | None) -> list[str]:
         name = str(svc.name)
@@ -274,21 +286,36 @@ def render(
     changed: set[Key] | None = None,
     existing: Iterable[str] = (),
     jumps: Iterable[Jump] = JUMPS,
+    previous: Rendered | None = None,
 ) -> Rendered:
     """The iptables-restore input for one IP family.
 
     ``changed`` = None renders every chain (a full sync); otherwise only the chains of
     the services named in it are written and every other service's chains are left as
-    they are. ``existing`` are chains known to be in the kernel: those of ours that no
-    service uses any more are flushed and deleted. ``jumps`` are the built-in-chain
-    rules to insert (pass only the missing ones)."""
+    they are (their KUBE-SERVICES rules are reused from ``previous`` when given).
+    ``existing`` are chains known to be in the kernel: those of ours that no service uses
+    any more are flushed and deleted. ``jumps`` are the built-in-chain rules to insert
+    (pass only the missing ones)."""
     w = _Writer(view, family)
     services = [s for s in view.sorted_services() if of_family(s.cluster_ips, family)]
     w.large = sum(len(view.endpoints.get(s.name, ())) for s in services) > LARGE_CLUSTER_ENDPOINTS
+    reuse = previous.cache if previous is not None and changed is not None and previous.large == w.large else {}
+    cache = {}
     for svc in services:
-        w.service(svc, changed is None or svc.name.key in changed)
+        dirty = changed is None or svc.name.key in changed
+        rules = None if dirty else reuse.get(svc.name)
+        if rules is None:
+            rules = w.service(svc)
+        cache[svc.name] = rules
+        w.filter_rules += rules.filter
+        w.nat_rules += rules.top
+        w.active.update(rules.chains)
+        if dirty:
+            w.written += len(rules.chains)
+            w.nat_chains += [f":{c} - [0:0]" for c in rules.chains]
+            w.nat_rules += rules.rules
     stale = {c for c in existing if c.startswith(SERVICE_CHAIN_PREFIXES)} - w.active
-    return Rendered(w.finish(stale, jumps), frozenset(w.active), w.written)
+    return Rendered(w.finish(stale, jumps), frozenset(w.active), w.written, cache, w.large)
 
 
 # --- applying ----------------------------------------------------------------------------
@@ -298,15 +325,19 @@ class ApplyError(RuntimeError):
     """A tool refused our input; the message carries its stderr (and the offending line)."""
 
 
-def run_tool(argv: list[str], data: str | None = None, *, what: str = "") -> str:
+def run_tool(argv: list[str], data: str | None = None, *, what: str = "", timeout: float | None = None) -> str:
     """Run one of iptables-restore, nft, ipvsadm-restore...; raise ApplyError with its
-    complaint. For restore tools the failing line is quoted from our input."""
+    complaint. For restore tools the failing line is quoted from our input.
+
+    No timeout by default: a large first restore can legitimately take minutes
+    (iptables-nft at 100,000 endpoints, see docs/performance.md), and killing it would
+    only start it over."""
     try:
-        proc = subprocess.run(argv, input=data, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(argv, input=data, capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError:
         raise ApplyError(f"{argv[0]} is not installed") from None
     except subprocess.TimeoutExpired:
-        raise ApplyError(f"{argv[0]} did not finish within 600 s") from None
+        raise ApplyError(f"{argv[0]} did not finish within {timeout} s") from None
     if proc.returncode != 0:
         msg = (proc.stderr or proc.stdout).strip()
         raise ApplyError(f"{what or ' '.join(argv)} failed (exit {proc.returncode}): {msg}{_quote_line(msg, data)}")
@@ -351,7 +382,7 @@ class IptablesBackend:
 
     def __init__(self, prefix: tuple[str, ...] = ()) -> None:
         self.prefix = list(prefix)  # e.g. ("ip", "netns", "exec", NS): tests and benchmarks
-        self._active: dict[int, frozenset[str]] = {}
+        self._previous: dict[int, Rendered] = {}
         self._full_done: set[int] = set()
         self.last_input_bytes = 0
 
@@ -369,15 +400,16 @@ class IptablesBackend:
             save, restore = ("iptables-save", "iptables-restore") if family == 4 else ("ip6tables-save", "ip6tables-restore")
             full = changed is None or family not in self._full_done
             if full:
-                chains, present = existing_state(run_tool([*self.prefix, save], what=save))
+                chains, present = existing_state(run_tool([*self.prefix, save], what=save, timeout=300))
                 missing = [j for j in JUMPS if (j.table, j.chain, j.target) not in present]
                 existing = chains
                 rendered = render(view, family, existing=existing, jumps=missing)
             else:
-                rendered = render(view, family, changed=changed, existing=self._active.get(family, ()), jumps=())
+                previous = self._previous[family]
+                rendered = render(view, family, changed=changed, existing=previous.nat_chains, jumps=(), previous=previous)
             self._full_done.discard(family)
             run_tool([*self.prefix, restore, "-w", "--noflush"], rendered.text, what=restore)
-            self._active[family] = rendered.nat_chains
+            self._previous[family] = rendered
             self._full_done.add(family)
             total += len(rendered.text)
             log.debug("%s: %s sync wrote %d service chains (%d bytes)", restore, "full" if full else "partial", rendered.written, len(rendered.text))

@@ -67,11 +67,23 @@ FAMILIES = {4: _Family("ip", "ip", "ipv4_addr", "127.0.0.0/8"), 6: _Family("ip6"
 
 
 @dataclass
+class _ServiceRules:
+    """One service port's share of a transaction, kept for the next partial render."""
+
+    elements: list[str]  # map elements (re-added every sync: the maps are flushed)
+    chains: list[str]
+    sets: list[str]
+    decl: list[str]  # its "add set" lines
+    rules: list[str]
+
+
+@dataclass
 class Rendered:
     text: str
     chains: frozenset[str]  # per-service chains after this sync
     sets: frozenset[str]  # affinity sets after this sync
     written: int = 0
+    cache: dict = field(default_factory=dict)  # ServicePortName -> _ServiceRules (partial-sync form)
 
 
 @dataclass
@@ -139,8 +151,14 @@ class _Writer:
         self.rule("services", f"fib daddr type local {f.addr} daddr != {f.loopback} jump nodeports")
         self.rule("nodeports", "meta l4proto . th dport vmap @service-nodeports")
 
-    def service(self, svc: ServicePortInfo, write: bool) -> None:
+    def service(self, svc: ServicePortInfo) -> "_ServiceRules":
+        """One service port's map elements, chains and affinity sets."""
         f = self.f
+        elements: list[str] = []
+
+        def element(mapname: str, key: str, verdict: str) -> None:
+            elements.append(f"add element {self.t} {mapname} {{ {key} : {verdict} }}")
+
         cluster_ip = of_family(svc.cluster_ips, self.family)[0]
         endpoints = tuple(e for e in self.view.endpoints.get(svc.name, ()) if e.family == self.family)
         cat = categorize_endpoints(endpoints, svc, self.view.node_name, self.view.node_zone)
@@ -151,17 +169,17 @@ class _Writer:
         has_external = cat.has_any and not (svc.external_policy_local and not cat.local)
         no_ep = "goto reject-chain" if not cat.has_any else "drop"
         internal = local_chain if svc.internal_local else svc_chain
-        self.element("service-ips" if has_internal else "no-endpoint-services", f"{cluster_ip} . {proto} . {svc.port}", f"goto {internal}" if has_internal else no_ep)
+        element("service-ips" if has_internal else "no-endpoint-services", f"{cluster_ip} . {proto} . {svc.port}", f"goto {internal}" if has_internal else no_ep)
         for ip in (*of_family(svc.external_ips, self.family), *of_family(svc.load_balancer_ips, self.family)):
             if cat.has_any:
-                self.element("service-ips", f"{ip} . {proto} . {svc.port}", f"goto {ext_chain}")
+                element("service-ips", f"{ip} . {proto} . {svc.port}", f"goto {ext_chain}")
             if not has_external:
-                self.element("no-endpoint-services", f"{ip} . {proto} . {svc.port}", no_ep)
+                element("no-endpoint-services", f"{ip} . {proto} . {svc.port}", no_ep)
         if svc.node_port:
             if cat.has_any:
-                self.element("service-nodeports", f"{proto} . {svc.node_port}", f"goto {ext_chain}")
+                element("service-nodeports", f"{proto} . {svc.node_port}", f"goto {ext_chain}")
             if not has_external:
-                self.element("no-endpoint-nodeports", f"{proto} . {svc.node_port}", no_ep)
+                element("no-endpoint-nodeports", f"{proto} . {svc.node_port}", no_ep)
 
         chains: dict[str, list[str]] = {}
         if cat.has_any and svc.externally_accessible:
@@ -177,19 +195,21 @@ class _Writer:
                 body.append(f"update @affinity-{endpoint_base(svc, ep)} {{ {f.addr} saddr }}")
             body.append(f"meta l4proto {proto} dnat to {ep}")
             chains[name] = body
-        self.chains.update(chains)
-        affinity = {f"affinity-{endpoint_base(svc, ep)}" for ep in cat.reachable} if svc.affinity_timeout else set()
-        self.sets.update(affinity)
+        affinity = sorted({f"affinity-{endpoint_base(svc, ep)}" for ep in cat.reachable}) if svc.affinity_timeout else []
+        decl = [f"add set {self.t} {name} {{ type {f.addr_type} ; flags dynamic,timeout ; timeout {svc.affinity_timeout}s ; }}" for name in affinity]
+        rules = [f"add rule {self.t} {name} {text}" for name, body in chains.items() for text in body]
+        return _ServiceRules(elements, list(chains), affinity, decl, rules)
+
+    def add(self, rules: "_ServiceRules", write: bool) -> None:
+        self.elements += rules.elements
+        self.chains.update(rules.chains)
+        self.sets.update(rules.sets)
         if write:
-            self.written += len(chains)
-            for s in sorted(affinity):
-                self.decl.append(f"add set {self.t} {s} {{ type {f.addr_type} ; flags dynamic,timeout ; timeout {svc.affinity_timeout}s ; }}")
-            for name, body in chains.items():
-                self.decl.append(f"add chain {self.t} {name}")
-                if not self.full:
-                    self.decl.append(f"flush chain {self.t} {name}")
-                for text in body:
-                    self.rule(name, text)
+            self.written += len(rules.chains)
+            self.decl += rules.decl
+            for name in rules.chains:  # "add" keeps an existing chain: flush it to rewrite it
+                self.decl += [f"add chain {self.t} {name}"] if self.full else [f"add chain {self.t} {name}", f"flush chain {self.t} {name}"]
+            self.rules += rules.rules
 
     def _dispatch(self, svc: ServicePortInfo, endpoints, cluster_ip: str, masquerade: bool) -> list[str]:
         f = self.f
@@ -225,9 +245,17 @@ def render(view: ProxyView, family: int = 4, *, changed: set[Key] | None = None,
     full = changed is None or previous is None
     w = _Writer(view, family, full)
     w.base()
+    reuse = {} if full else previous.cache
+    cache = {}
     for svc in view.sorted_services():
-        if of_family(svc.cluster_ips, family):
-            w.service(svc, full or svc.name.key in changed)
+        if not of_family(svc.cluster_ips, family):
+            continue
+        dirty = full or svc.name.key in changed
+        rules = None if dirty else reuse.get(svc.name)
+        if rules is None:
+            rules = w.service(svc)
+        cache[svc.name] = rules
+        w.add(rules, dirty)
     head = [f"add table {w.t}", f"delete table {w.t}"] if full else []
     tail = []
     if not full:
@@ -236,7 +264,7 @@ def render(view: ProxyView, family: int = 4, *, changed: set[Key] | None = None,
         tail += [f"delete chain {w.t} {c}" for c in sorted(stale_chains)]
         tail += [f"delete set {w.t} {s}" for s in sorted(previous.sets - w.sets)]
     text = "\n".join([*head, *w.decl, *w.rules, *w.elements, *tail, ""])
-    return Rendered(text, frozenset(w.chains), frozenset(w.sets), w.written)
+    return Rendered(text, frozenset(w.chains), frozenset(w.sets), w.written, cache)
 
 
 class NftablesBackend:
