@@ -380,8 +380,9 @@ class IptablesBackend:
     mode = "iptables"
     blocking = True
 
-    def __init__(self, prefix: tuple[str, ...] = ()) -> None:
+    def __init__(self, prefix: tuple[str, ...] = (), variant: str = "") -> None:
         self.prefix = list(prefix)  # e.g. ("ip", "netns", "exec", NS): tests and benchmarks
+        self.variant = variant  # "" = the system's iptables; "legacy" / "nft" pick iptables-<variant>-restore
         self._previous: dict[int, Rendered] = {}
         self._full_done: set[int] = set()
         self.last_input_bytes = 0
@@ -397,7 +398,8 @@ class IptablesBackend:
     def sync(self, view: ProxyView, changed: set[Key] | None) -> None:
         total = 0
         for family in view.families():
-            save, restore = ("iptables-save", "iptables-restore") if family == 4 else ("ip6tables-save", "ip6tables-restore")
+            tool = ("iptables" if family == 4 else "ip6tables") + (f"-{self.variant}" if self.variant else "")
+            save, restore = f"{tool}-save", f"{tool}-restore"
             full = changed is None or family not in self._full_done
             if full:
                 chains, present = existing_state(run_tool([*self.prefix, save], what=save, timeout=300))

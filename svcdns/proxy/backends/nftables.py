@@ -7,7 +7,7 @@ Traffic is dispatched by verdict maps keyed on ``address . protocol . port``::
       ip daddr . meta l4proto . th dport vmap @service-ips     (ClusterIP, external, LB IPs)
       fib daddr type local ... jump nodeports                     (vmap @service-nodeports)
   service-<h>-ns/svc/tcp/port:   mark off-cluster sources for masquerade, affinity
-      lookups, then ``numgen random mod N vmap { 0 : goto endpoint-..., ... }``
+      lookups, then ``numgen random mod N vmap @lb-<h>-...`` (lb-...: 0 : goto endpoint-...)
   endpoint-<h>-...__ip/port:     ``dnat to ip:port`` (+ ``update @affinity-...``)
   filter-{input,forward,output} -> service-endpoints-check: @no-endpoint-services sends
       services without endpoints to reject-chain (Local ones without local endpoints: drop)
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 TABLE = "svcdns"
 MASQ_MARK = "0x4000"
-CHAIN_NAME_MAX = 256 - 3
+CHAIN_NAME_MAX = 240  # nft allows 255; room for the "lb-local-" map prefix
 
 
 @lru_cache(maxsize=1 << 18)
@@ -70,11 +70,13 @@ FAMILIES = {4: _Family("ip", "ip", "ipv4_addr", "127.0.0.0/8"), 6: _Family("ip6"
 class _ServiceRules:
     """One service port's share of a transaction, kept for the next partial render."""
 
-    elements: list[str]  # map elements (re-added every sync: the maps are flushed)
+    elements: list[str]  # elements of the shared maps (re-added every sync: they are flushed)
     chains: list[str]
-    sets: list[str]
-    decl: list[str]  # its "add set" lines
+    sets: list[str]  # affinity sets
+    maps: list[str]  # its endpoint maps (numgen -> endpoint chain)
+    decl: list[str]  # its "add set" / "add map" lines
     rules: list[str]
+    lb_elements: list[str]  # the elements of its endpoint maps
 
 
 @dataclass
@@ -82,6 +84,7 @@ class Rendered:
     text: str
     chains: frozenset[str]  # per-service chains after this sync
     sets: frozenset[str]  # affinity sets after this sync
+    maps: frozenset[str] = frozenset()  # per-service endpoint maps after this sync
     written: int = 0
     cache: dict = field(default_factory=dict)  # ServicePortName -> _ServiceRules (partial-sync form)
 
@@ -96,6 +99,7 @@ class _Writer:
     elements: list[str] = field(default_factory=list)
     chains: set[str] = field(default_factory=set)
     sets: set[str] = field(default_factory=set)
+    maps: set[str] = field(default_factory=set)
     written: int = 0
 
     def __post_init__(self):
@@ -182,12 +186,13 @@ class _Writer:
                 element("no-endpoint-nodeports", f"{proto} . {svc.node_port}", no_ep)
 
         chains: dict[str, list[str]] = {}
+        lb: dict[str, list[str]] = {}  # per-chain endpoint maps: name -> "i : goto endpoint-..."
         if cat.has_any and svc.externally_accessible:
             chains[ext_chain] = self._external(svc, svc_chain, local_chain if cat.local else None, has_external)
         if cat.cluster and svc.uses_cluster_endpoints:
-            chains[svc_chain] = self._dispatch(svc, cat.cluster, cluster_ip, masquerade=not svc.internal_local)
+            chains[svc_chain] = self._dispatch(svc, cat.cluster, cluster_ip, f"lb-{base}", lb, masquerade=not svc.internal_local)
         if cat.local and svc.uses_local_endpoints:
-            chains[local_chain] = self._dispatch(svc, cat.local, cluster_ip, masquerade=svc.internal_local)
+            chains[local_chain] = self._dispatch(svc, cat.local, cluster_ip, f"lb-local-{base}", lb, masquerade=svc.internal_local)
         for ep in cat.reachable:
             name = f"endpoint-{endpoint_base(svc, ep)}"
             body = [f"{f.addr} saddr {ep.ip} jump mark-for-masquerade"]
@@ -197,21 +202,30 @@ class _Writer:
             chains[name] = body
         affinity = sorted({f"affinity-{endpoint_base(svc, ep)}" for ep in cat.reachable}) if svc.affinity_timeout else []
         decl = [f"add set {self.t} {name} {{ type {f.addr_type} ; flags dynamic,timeout ; timeout {svc.affinity_timeout}s ; }}" for name in affinity]
+        decl += [f"add map {self.t} {name} {{ typeof numgen random mod 2 : verdict ; }}" for name in lb]
         rules = [f"add rule {self.t} {name} {text}" for name, body in chains.items() for text in body]
-        return _ServiceRules(elements, list(chains), affinity, decl, rules)
+        lb_elements = [f"add element {self.t} {name} {{ {', '.join(targets)} }}" for name, targets in lb.items()]
+        return _ServiceRules(elements, list(chains), affinity, list(lb), decl, rules, lb_elements)
 
     def add(self, rules: "_ServiceRules", write: bool) -> None:
         self.elements += rules.elements
         self.chains.update(rules.chains)
         self.sets.update(rules.sets)
+        self.maps.update(rules.maps)
         if write:
             self.written += len(rules.chains)
             self.decl += rules.decl
+            if not self.full:
+                self.decl += [f"flush map {self.t} {name}" for name in rules.maps]
+            self.elements += rules.lb_elements
             for name in rules.chains:  # "add" keeps an existing chain: flush it to rewrite it
                 self.decl += [f"add chain {self.t} {name}"] if self.full else [f"add chain {self.t} {name}", f"flush chain {self.t} {name}"]
             self.rules += rules.rules
 
-    def _dispatch(self, svc: ServicePortInfo, endpoints, cluster_ip: str, masquerade: bool) -> list[str]:
+    def _dispatch(self, svc: ServicePortInfo, endpoints, cluster_ip: str, lb_name: str, lb: dict, masquerade: bool) -> list[str]:
+        """Masquerade, affinity lookups, then one random draw into a named verdict map.
+        (Named, not anonymous: the kernel allocates anonymous set names by scanning every
+        set of the table, which made a 10,000-service transaction take minutes.)"""
         f = self.f
         proto = svc.protocol.lower()
         body = []
@@ -221,8 +235,8 @@ class _Writer:
             for ep in endpoints:
                 base = endpoint_base(svc, ep)
                 body.append(f"{f.addr} saddr @affinity-{base} goto endpoint-{base}")
-        targets = ", ".join(f"{i} : goto endpoint-{endpoint_base(svc, ep)}" for i, ep in enumerate(endpoints))
-        body.append(f"numgen random mod {len(endpoints)} vmap {{ {targets} }}")
+        lb[lb_name] = [f"{i} : goto endpoint-{endpoint_base(svc, ep)}" for i, ep in enumerate(endpoints)]
+        body.append(f"numgen random mod {len(endpoints)} vmap @{lb_name}")
         return body
 
     def _external(self, svc: ServicePortInfo, svc_chain: str, local_chain: str | None, has_external: bool) -> list[str]:
@@ -259,12 +273,14 @@ def render(view: ProxyView, family: int = 4, *, changed: set[Key] | None = None,
     head = [f"add table {w.t}", f"delete table {w.t}"] if full else []
     tail = []
     if not full:
+        # order matters: rules reference maps and sets, map elements reference chains
         stale_chains = previous.chains - w.chains
         tail += [f"flush chain {w.t} {c}" for c in sorted(stale_chains)]
+        tail += [f"delete map {w.t} {m}" for m in sorted(previous.maps - w.maps)]
         tail += [f"delete chain {w.t} {c}" for c in sorted(stale_chains)]
         tail += [f"delete set {w.t} {s}" for s in sorted(previous.sets - w.sets)]
     text = "\n".join([*head, *w.decl, *w.rules, *w.elements, *tail, ""])
-    return Rendered(text, frozenset(w.chains), frozenset(w.sets), w.written, cache)
+    return Rendered(text, frozenset(w.chains), frozenset(w.sets), frozenset(w.maps), w.written, cache)
 
 
 class NftablesBackend:
