@@ -111,3 +111,10 @@ def test_nftables_partial_render_deletes_stale_chains():
     stale = [ln for ln in second.text.splitlines() if ln.startswith("delete chain")]
     assert len(stale) == 1 and "__10.180.0.3/80" in stale[0]
     assert "numgen random mod 2" in second.text
+    assert "element ip svcdns service-ips" not in second.text  # its ClusterIP element is unchanged
+    # the service goes away: its element is deleted, its chains and endpoint map too
+    del view.services[name]
+    view.services_changed()
+    third = nft_render(view, changed={("ns1", "svc1")}, previous=second)
+    assert "delete element ip svcdns service-ips { 172.30.0.41 . tcp . 80 }" in third.text
+    assert "delete map ip svcdns lb-" in third.text and third.chains == frozenset()

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from ..model import Key, ProxyView, categorize_endpoints, of_family
 from . import iptables as ipt
+from . import tools
 
 log = logging.getLogger(__name__)
 
@@ -199,17 +200,17 @@ class IpvsBackend:
             wanted = desired(view, self.scheduler, family)
             current = self._current.pop(family, None)
             if current is None or changed is None:
-                current = parse_ipvsadm_save(ipt.run_tool(["ipvsadm-save", "-n"], what="ipvsadm-save"))
+                current = parse_ipvsadm_save(tools.run_tool(["ipvsadm-save", "-n"], what="ipvsadm-save"))
                 current = {k: v for k, v in current.items() if (":" in k[1]) == (family == 6)}
             self._bind_vips({k[1] for k in wanted}, {k[1] for k in current}, family)
             commands = diff_ipvs(current, wanted)
             if commands:
-                ipt.run_tool(["ipvsadm-restore"], commands, what="ipvsadm-restore")
+                tools.run_tool(["ipvsadm-restore"], commands, what="ipvsadm-restore")
             self._current[family] = wanted
             rules = render_iptables(view, family)
             if family in self._jumps_done:  # the jumps exist: only refill our chains
                 rules = "\n".join(line for line in rules.splitlines() if not line.startswith("-I ")) + "\n"
-            ipt.run_tool(["iptables-restore" if family == 4 else "ip6tables-restore", "-w", "--noflush"], rules, what="iptables-restore")
+            tools.run_tool(["iptables-restore" if family == 4 else "ip6tables-restore", "-w", "--noflush"], rules, what="iptables-restore")
             self._jumps_done.add(family)
             total += len(commands) + len(rules)
         self.last_input_bytes = total

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from .. import schedulers
 from ..model import EndpointInfo, Key, ProxyView, ServicePortInfo, ServicePortName, categorize_endpoints, of_family
 from . import iptables as ipt
+from . import tools
 
 log = logging.getLogger(__name__)
 
@@ -261,10 +262,10 @@ class UserspaceBackend:
             save, restore = ("iptables-save", "iptables-restore") if family == 4 else ("ip6tables-save", "ip6tables-restore")
             jumps: tuple = ()
             if family not in self._jumps_checked:
-                _, present = ipt.existing_state(ipt.run_tool([save], what=save))
+                _, present = tools.existing_state(tools.run_tool([save], what=save))
                 jumps = tuple(j for j in JUMPS if (j.table, j.chain, j.target) not in present)
             text = render_rules(view, ports[family], family, jumps)
-            ipt.run_tool([restore, "-w", "--noflush"], text, what=restore)
+            tools.run_tool([restore, "-w", "--noflush"], text, what=restore)
             self._jumps_checked.add(family)
             total += len(text)
         self.last_input_bytes = total
@@ -304,13 +305,13 @@ def remove_rules(families: tuple[int, ...]) -> None:
             if j.chain in ("PREROUTING", "OUTPUT") and j.table == "nat":
                 args = [tool, "-w", "-t", "nat", "-D", j.chain, *j.match.split(), "-m", "comment", "--comment", j.comment, "-j", j.target]
                 try:
-                    ipt.run_tool(args)
-                except ipt.ApplyError as e:
+                    tools.run_tool(args)
+                except tools.ApplyError as e:
                     log.debug("%s", e)
         text = "*nat\n" + "".join(f":{c} - [0:0]\n" for c in NAT_CHAINS) + "".join(f"-X {c}\n" for c in NAT_CHAINS) + "COMMIT\n"
         try:
-            ipt.run_tool([f"{tool}-restore", "-w", "--noflush"], text)
-        except ipt.ApplyError as e:
+            tools.run_tool([f"{tool}-restore", "-w", "--noflush"], text)
+        except tools.ApplyError as e:
             log.warning("could not remove the userspace proxy's rules: %s", e)
 
 
