@@ -7,7 +7,7 @@ LISTEN ?= 127.0.0.1:5353
 HEALTH ?= 127.0.0.1:8080
 DIG    := dig @127.0.0.1 -p $(lastword $(subst :, ,$(LISTEN)))
 
-.PHONY: run test system-deps bench clean
+.PHONY: run test system-deps bench bench-proxy clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ test: $(STAMP) system-deps
 
 bench: $(STAMP)
 	./bench/dnsperf.sh
+
+# Proxy sync at 10,000 services x 10 endpoints (root: applies rules in a throwaway netns).
+bench-proxy: $(STAMP) system-deps
+	$(PY) bench/proxy_sync.py --modes iptables-legacy,nftables
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -99,6 +99,10 @@ def bench_mode(mode: str, state: ClusterState, ns: str) -> dict:
             "lines": rendered.text.count("\n")}
 
 
+def size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
+
+
 def tool_version(argv: list[str]) -> str:
     try:
         return subprocess.run(argv, capture_output=True, text=True).stdout.strip().splitlines()[0]
@@ -131,8 +135,8 @@ def main() -> int:
     print("| mode | render (full) | full sync (render + apply) | full input | incremental sync (1 endpoint) | incremental input |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
-        print(f"| {r['mode']} | {r['render_s']:.2f} s | {r['full_s']:.2f} s | {r['full_bytes'] / 1e6:.1f} MB ({r['lines']:,} lines) "
-              f"| {r['inc_s'] * 1000:.0f} ms | {r['inc_bytes'] / 1e6:.2f} MB |")
+        print(f"| {r['mode']} | {r['render_s']:.2f} s | {r['full_s']:.2f} s | {size(r['full_bytes'])} ({r['lines']:,} lines) "
+              f"| {r['inc_s'] * 1000:.0f} ms | {size(r['inc_bytes'])} |")
     return 0
 
 
