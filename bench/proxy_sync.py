@@ -31,13 +31,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from svcdns.model import Endpoint, EndpointPort, EndpointSlice, Service, ServicePort  # noqa: E402
-from svcdns.proxy.backends.iptables import IptablesBackend  # noqa: E402
-from svcdns.proxy.backends.iptables import render as ipt_render  # noqa: E402
-from svcdns.proxy.backends.nftables import NftablesBackend  # noqa: E402
-from svcdns.proxy.backends.nftables import render as nft_render  # noqa: E402
-from svcdns.proxy.proxier import Proxier  # noqa: E402
-from svcdns.store import ClusterState  # noqa: E402
+from svcdns.model import Endpoint, EndpointPort, EndpointSlice, Service, ServicePort
+from svcdns.proxy.backends.iptables import IptablesBackend
+from svcdns.proxy.backends.iptables import render as ipt_render
+from svcdns.proxy.backends.nftables import NftablesBackend
+from svcdns.proxy.backends.nftables import render as nft_render
+from svcdns.proxy.proxier import Proxier
+from svcdns.store import ClusterState
 
 NODES = ("node-a", "node-b", "node-c")
 

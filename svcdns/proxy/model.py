@@ -10,8 +10,9 @@ every ready endpoint carries one and some are meant for this node or its zone.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 from ..model import EndpointSlice, Service, ip_family
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class SyncRunner:
             if not self._wake.is_set():
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=max(deadline - now, 0.0))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             if self._stopped:
                 return

@@ -19,9 +19,9 @@ that the userspace proxy keeps up to date.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from math import gcd
-from typing import Sequence
 
 NAMES = ("rr", "wrr", "lc", "dh", "sh", "sed", "nq")
 HASH_BUCKETS = 256  # IP_VS_DH_TAB_SIZE / IP_VS_SH_TAB_SIZE (8 bits)

@@ -9,7 +9,8 @@ changed and makes the latest values the synced ones.
 
 from __future__ import annotations
 
-from typing import Generic, Mapping, TypeVar
+from collections.abc import Mapping
+from typing import Generic, TypeVar
 
 from .model import EndpointInfo, Key, ServicePortInfo, ServicePortName
 

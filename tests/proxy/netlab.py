@@ -103,7 +103,7 @@ class Lab:
 
     # --- building ----------------------------------------------------------------
 
-    def __enter__(self) -> "Lab":
+    def __enter__(self) -> Lab:
         try:
             self._build()
         except BaseException:
@@ -171,7 +171,7 @@ class Lab:
         while not self._stop.is_set():
             try:
                 conn, _ = sock.accept()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             with conn:
                 try:
@@ -185,7 +185,7 @@ class Lab:
             try:
                 _, addr = sock.recvfrom(2048)
                 sock.sendto(answer, addr)
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
 
     # --- using -------------------------------------------------------------------
@@ -214,7 +214,7 @@ class Lab:
             return "refused"
         except ConnectionResetError:
             return "reset"
-        except socket.timeout:
+        except TimeoutError:
             return "timeout"
         finally:
             sock.close()

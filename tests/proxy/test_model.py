@@ -46,7 +46,7 @@ CATEGORIZE = [
 @pytest.mark.parametrize("case,service,endpoints,zone,want", CATEGORIZE, ids=[c[0] for c in CATEGORIZE])
 def test_categorize_endpoints(case, service, endpoints, zone, want):
     got = categorize_endpoints(tuple(endpoints), service, "node-a", zone)
-    ips = lambda eps: sorted(e.ip for e in eps)  # noqa: E731
+    ips = lambda eps: sorted(e.ip for e in eps)
     assert (ips(got.cluster), ips(got.local), ips(got.reachable), got.has_any) == want
 
 

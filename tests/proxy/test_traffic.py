@@ -45,8 +45,8 @@ class ModeLab:
 
     def start(self) -> None:
         if self.mode == "userspace":
-            log = open(self.manifests.parent / "proxy.log", "w")
-            self.proc = self.lab.start(proxy_argv(self.mode, self.manifests, "--min-sync-period", "0.2"), stdout=log, stderr=subprocess.STDOUT)
+            with open(self.manifests.parent / "proxy.log", "w") as log:  # the child keeps its own copy
+                self.proc = self.lab.start(proxy_argv(self.mode, self.manifests, "--min-sync-period", "0.2"), stdout=log, stderr=subprocess.STDOUT)
             self.lab.wait_for(lambda: "REDIRECT" in self.lab.node_exec("iptables-save", "-t", "nat").stdout, what="the userspace proxy's rules")
             return
         run = self.lab.node_exec(*proxy_argv(self.mode, self.manifests, "--once"), check=False)
@@ -123,13 +123,25 @@ def test_nodeport_reaches_endpoints(mode_lab):
 
 @pytest.mark.parametrize("mode_lab", ["ipvs"], indirect=True)
 def test_ipvs_mode_falls_back_to_iptables_without_kernel_ipvs(mode_lab):
-    available, why = ipvs_available()
+    available, _ = ipvs_available()
     rules = mode_lab.lab.node_exec("iptables-save", "-t", "nat").stdout
     if available:
         assert "KUBE-SVC-" not in rules
     else:
         assert "running in iptables mode instead" in mode_lab.stderr
         assert "KUBE-SVC-" in rules and "KUBE-SEP-" in rules
+
+
+@pytest.mark.parametrize("mode_lab", ["userspace"], indirect=True)
+def test_userspace_listens_on_a_random_port_per_service_port(mode_lab):
+    rules = mode_lab.lab.node_exec("iptables-save", "-t", "nat").stdout
+    ports = {}
+    for line in rules.splitlines():
+        if line.startswith("-A KUBE-PORTALS-CONTAINER"):
+            ports[line.split(" -d ")[1].split()[0]] = int(line.rsplit("--to-ports ", 1)[1])
+    assert ports[WEB + "/32"] != ports[STICKY + "/32"]
+    assert all(32768 <= p <= 60999 for p in ports.values()), ports
+    assert EMPTY + "/32" not in ports  # no endpoints: rejected, not redirected
 
 
 @pytest.mark.parametrize("mode_lab", ["userspace"], indirect=True)

@@ -28,9 +28,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterable
 
 from ..model import Categorized, Key, ProxyView, ServicePortInfo, categorize_endpoints, of_family
 from .tools import existing_state, run_tool
@@ -144,7 +144,7 @@ class _Writer:
         self.written = 0
         self.large = False
 
-    def service(self, svc: ServicePortInfo) -> "_ServiceRules":
+    def service(self, svc: ServicePortInfo) -> _ServiceRules:
         """All rules of one service port (kube-proxy's loop body in syncProxyRules)."""
         top: list[str] = []
         filt: list[str] = []

@@ -162,7 +162,7 @@ class _Writer:
         self.rule("services", f"fib daddr type local {f.addr} daddr != {f.loopback} jump nodeports")
         self.rule("nodeports", "meta l4proto . th dport vmap @service-nodeports")
 
-    def service(self, svc: ServicePortInfo) -> "_ServiceRules":
+    def service(self, svc: ServicePortInfo) -> _ServiceRules:
         """One service port's map elements, chains and affinity sets."""
         f = self.f
         elements: list[tuple[str, str, str]] = []
@@ -214,7 +214,7 @@ class _Writer:
         lb_elements = [f"add element {self.t} {name} {{ {', '.join(targets)} }}" for name, targets in lb.items()]
         return _ServiceRules(elements, list(chains), affinity, list(lb), decl, rules, lb_elements)
 
-    def add(self, rules: "_ServiceRules", write: bool, old: "_ServiceRules | None" = None) -> None:
+    def add(self, rules: _ServiceRules, write: bool, old: _ServiceRules | None = None) -> None:
         """Account for one service; ``write`` its chains and its element changes
         (against ``old``, what the previous sync applied for it)."""
         if write:

@@ -135,7 +135,7 @@ async def dial(lb: LoadBalancer, client: str, dest: str) -> tuple[schedulers.Rea
         try:
             timeout = DIAL_TIMEOUTS[min(attempt, len(DIAL_TIMEOUTS) - 1)]
             reader, writer = await asyncio.wait_for(asyncio.open_connection(real.ip, real.port), timeout)
-        except (OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError) as e:
             log.debug("backend %s failed (%s); trying the next", real, e.__class__.__name__)
             tried.add(id(real))
             lb.failed(client, real)
