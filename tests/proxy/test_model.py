@@ -92,3 +92,24 @@ def test_tracker_removal_and_flat_map():
     apply_changes(flat, changes)
     assert flat == {} and tracker.synced == {}
     assert changes == {("ns1", "svc1"): ({NAME: svc()}, {})}
+
+
+def test_zone_change_of_this_node_forces_a_full_sync(tmp_path):
+    """Topology hints select other endpoints for every service: partial is not enough."""
+    from pathlib import Path
+
+    from svcdns.model import Node
+    from svcdns.proxy.proxier import Proxier
+    from svcdns.sources.manifests import ManifestSource
+    from svcdns.store import ClusterState
+
+    state = ClusterState()
+    ManifestSource([str(Path(__file__).parent / "testdata" / "lab.yaml")], state).load()
+    proxier = Proxier(state, None, "node-a")
+    assert proxier.view.node_zone == "zone-a"
+    proxier.need_full_sync = False
+    proxier.last_full = float("inf")  # as if a full sync just happened
+    assert proxier.checkout() == {("lab", s) for s in ("web", "sticky", "local", "local-none", "flaky", "dns", "draining", "hinted", "web-np", "empty")}
+    state.apply(Node("node-a", "zone-b"))
+    state.commit()
+    assert proxier.view.node_zone == "zone-b" and proxier.checkout() is None
