@@ -11,7 +11,7 @@ import logging
 import re
 import sys
 
-from .config import PRIVATE_NETWORKS, ConfigError, ServeConfig, parse_hostport, parse_label_selector, parse_namespaces, parse_networks
+from .config import PRIVATE_NETWORKS, PROXY_MODES, PROXY_SCHEDULERS, ConfigError, ProxyConfig, ServeConfig, parse_cidrs, parse_hostport, parse_label_selector, parse_namespaces, parse_networks
 from .env import DEFAULT_WARN_BYTES, FORMATS
 from .ipam import RangeError, parse_service_cidrs
 
@@ -201,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     ipam.add_argument("--manifests", action="append", required=True, metavar="PATH", help="manifest file or directory (repeatable)")
     ipam.add_argument("--service-cluster-ip-range", type=_service_cidrs, required=True, metavar="CIDR[,CIDR]", help="the cluster's service range(s), primary first")
     ipam.set_defaults(run=_oneshot("run_ipam"))
+    add_proxy_parser(sub)
 
     from .explain.command import add_parser as add_explain
 
@@ -220,6 +221,55 @@ def _oneshot(name: str):
 
     run.oneshot = True
     return run
+
+
+def _sync_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds (0-3600)")
+    return seconds
+
+
+def add_proxy_parser(sub) -> None:
+    proxy = sub.add_parser(
+        "proxy", help="service proxy (kube-proxy's job)",
+        description="Balance Service virtual IPs over their endpoints on this node, in userspace, iptables, ipvs or nftables mode.",
+    )
+    proxy.add_argument("--mode", required=True, choices=PROXY_MODES, help="how to proxy (ipvs falls back to iptables without kernel IPVS)")
+    proxy.add_argument("--manifests", action="append", default=[], metavar="PATH", help="manifest file or directory (repeatable); re-read when it changes")
+    proxy.add_argument("--kubeconfig", metavar="PATH", help="watch the API server of this kubeconfig (default without --manifests: in-cluster)")
+    proxy.add_argument("--node-name", required=True, metavar="NODE", help="this node's name (Local traffic policies, topology hints)")
+    proxy.add_argument("--cluster-cidr", metavar="CIDR", help="pod network; traffic from outside it to a service is masqueraded")
+    proxy.add_argument("--scheduler", choices=PROXY_SCHEDULERS, default="rr", help="backend choice in userspace and ipvs modes (IPVS semantics; default rr)")
+    proxy.add_argument("--once", action="store_true", help="sync once and exit")
+    proxy.add_argument("--dry-run", action="store_true", help="print what would be applied and exit")
+    proxy.add_argument("--min-sync-period", type=_sync_seconds, default=1.0, metavar="S", help="at most one sync per S seconds; changes in between are batched (default 1)")
+    proxy.add_argument("--health", metavar="HOST:PORT", help="serve /health, /ready and /metrics here")
+    proxy.set_defaults(run=run_proxy)
+
+
+def proxy_config(args: argparse.Namespace) -> ProxyConfig:
+    return ProxyConfig(
+        mode=args.mode,
+        node_name=args.node_name,
+        manifests=tuple(args.manifests),
+        kubeconfig=args.kubeconfig,
+        cluster_cidrs=parse_cidrs(args.cluster_cidr, "--cluster-cidr") if args.cluster_cidr else (),
+        scheduler=args.scheduler,
+        once=args.once,
+        dry_run=args.dry_run,
+        min_sync_period=args.min_sync_period,
+        health=parse_hostport(args.health, "--health") if args.health else None,
+    )
+
+
+def run_proxy(args: argparse.Namespace) -> int:
+    from .proxy.command import run
+
+    return run(proxy_config(args))
 
 
 def serve_config(args: argparse.Namespace) -> ServeConfig:

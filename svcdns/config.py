@@ -137,3 +137,38 @@ class ServeConfig:
     serviceaccount_dir: str = IN_CLUSTER_DIR  # in-cluster token and CA
     watch: WatchTiming = WatchTiming()
     extra: dict = field(default_factory=dict)
+
+
+PROXY_MODES = ("userspace", "iptables", "ipvs", "nftables")
+PROXY_SCHEDULERS = ("rr", "lc", "dh", "sh", "sed", "nq")
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """``svcdns proxy`` settings (flags are a contract: see the README)."""
+
+    mode: str
+    node_name: str
+    manifests: tuple[str, ...] = ()
+    kubeconfig: str | None = None  # neither this nor manifests: in-cluster
+    cluster_cidrs: tuple[str, ...] = ()
+    scheduler: str = "rr"
+    once: bool = False
+    dry_run: bool = False
+    min_sync_period: float = 1.0
+    sync_period: float = 30.0  # periodic full resync, as kube-proxy's --sync-period
+    health: tuple[str, int] | None = None
+    poll_interval: float = 1.0
+
+
+def parse_cidrs(value: str, flag: str) -> tuple[str, ...]:
+    """One CIDR, or an IPv4 and an IPv6 one separated by a comma (kube-proxy's form)."""
+    out = []
+    for part in value.split(","):
+        try:
+            out.append(str(ipaddress.ip_network(part.strip(), strict=False)))
+        except ValueError:
+            raise ConfigError(f"{flag}: {part.strip()!r} is not a CIDR such as 10.244.0.0/16") from None
+    if len(out) > 2 or len({":" in c for c in out}) != len(out):
+        raise ConfigError(f"{flag}: give at most one IPv4 and one IPv6 CIDR, got {value!r}")
+    return tuple(out)
