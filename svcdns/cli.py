@@ -202,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     ipam.add_argument("--service-cluster-ip-range", type=_service_cidrs, required=True, metavar="CIDR[,CIDR]", help="the cluster's service range(s), primary first")
     ipam.set_defaults(run=_oneshot("run_ipam"))
     add_proxy_parser(sub)
+    from .trace.command import add_parser as add_trace
+
+    add_trace(sub)  # `svcdns proxy trace ...` is routed here by main()
 
     from .explain.command import add_parser as add_explain
 
@@ -340,6 +343,11 @@ class _BriefFormatter(logging.Formatter):
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i in range(len(argv) - 1):  # `proxy trace` is its own command (proxy's flags do not apply)
+        if argv[i] == "proxy" and argv[i + 1] == "trace":
+            argv[i : i + 2] = ["proxy-trace"]
+            break
     args = parser.parse_args(argv)
     if getattr(args.run, "oneshot", False):  # short-lived: terse "warning: ..." lines, no timestamps
         handler = logging.StreamHandler(sys.stderr)
