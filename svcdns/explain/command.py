@@ -60,6 +60,8 @@ def add_parser(sub) -> None:
     p.add_argument("--ttl", type=_ttl, default=5, metavar="SECONDS", help="TTL of cluster records (default 5)")
     p.add_argument("--pods", choices=["insecure", "verified", "disabled"], default="insecure", help="pod records, as serve")
     p.add_argument("--endpoint-pod-names", action="store_true", help="as serve")
+    p.add_argument("--node-name", default="", metavar="NODE", help="trace ClusterIP traffic as svcdns proxy on this node would route it")
+    p.add_argument("--cluster-cidr", metavar="CIDR", help="the pod network, as svcdns proxy takes it")
     add_service_cidr_flag(p)
     add_forwarding_flags(p)
     # serve_config() reads serve's flags; explain has no listeners and reads manifests only.
@@ -93,12 +95,14 @@ async def _run(args: argparse.Namespace, config: ServeConfig) -> int:
     resolver = Resolver(state, ResolverConfig(zones=config.zones, ttl=config.ttl, pod_mode=config.pods, endpoint_pod_names=config.endpoint_pod_names))
     recursor = build_recursor(config, state, asyncio.get_running_loop().time) if config.upstreams or config.stub_domains else None
     namespace, pod_label, autopath, why = args.namespace or "default", "", config.autopath, "" if config.autopath else "svcdns serve --autopath"
+    pod_ip = ""
     if args.pod:
         namespace, name = args.pod
         pod_label = f"{namespace}/{name}"
         pod = state.pods.get((namespace, name))
         if pod is None:
             raise CommandError(f"--pod {pod_label}: no such pod in the cluster state")
+        pod_ip = pod.ips[0] if pod.ips else ""
         if autopath and not pod.ips:
             autopath, why = False, f"pod {pod_label} has no IP yet, so svcdns cannot tell its queries apart"
     try:
@@ -109,5 +113,26 @@ async def _run(args: argparse.Namespace, config: ServeConfig) -> int:
     finally:
         if recursor is not None:
             recursor.close()
+    ex = _with_traffic(ex, state, args, pod_ip)
     sys.stdout.write(render_json(ex) if args.format == "json" else render_text(ex))
     return 0
+
+
+def _with_traffic(ex, state, args, pod_ip: str):
+    """Add where the service's ClusterIP traffic goes (iptables and nftables, traced)."""
+    import dataclasses
+
+    from ..trace import Unsupported, proxy_view
+    from .traffic import traffic
+
+    svc = ex.service
+    if svc is None or not svc.cluster_ips:
+        return ex
+    cidrs = tuple(c.strip() for c in args.cluster_cidr.split(",")) if args.cluster_cidr else ()
+    src = pod_ip or (cidrs[0].split("/")[0] if cidrs else "0.0.0.0")
+    record = state.services[(svc.namespace, svc.name)]
+    try:
+        found = traffic(proxy_view(state, args.node_name, cidrs), svc, [(p.port, p.protocol) for p in record.ports], src)
+    except Unsupported as e:
+        return dataclasses.replace(ex, notes=ex.notes + (f"cannot trace ClusterIP traffic: {e}",))
+    return dataclasses.replace(ex, traffic=found)

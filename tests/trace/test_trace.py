@@ -93,3 +93,16 @@ def test_cli(capsys):
     with pytest.raises(SystemExit):
         main(["proxy", "trace", POD, "10.96.0.12:http", "--manifests", str(LAB)])
     assert "is not DST_IP:PORT/PROTO" in capsys.readouterr().err
+
+
+def test_explain_shows_where_cluster_ip_traffic_goes(capsys):
+    import json
+
+    assert main(["explain", "local.lab.svc.cluster.local.", "--manifests", str(LAB), "--node-name", "node-a", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {t["mode"]: [(d["target"], d["probability"]) for d in t["destinations"]] for t in doc["traffic"]} == {
+        "iptables": [(P1, 1.0)], "nftables": [(P1, 1.0)],
+    }
+    assert main(["explain", "empty.lab.svc.cluster.local.", "--manifests", str(LAB), "--node-name", "node-a", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {t["mode"]: [d["target"] for d in t["destinations"]] for t in doc["traffic"]} == {"iptables": ["REJECT"], "nftables": ["REJECT"]}
