@@ -10,7 +10,7 @@ from ..store import ClusterState
 from . import iptables, nftables
 from .packet import Outcome, Packet, Unsupported
 
-MODES = ("iptables", "nftables")
+MODES = ("iptables", "nftables", "ipvs")
 
 __all__ = ["Outcome", "Packet", "Unsupported", "MODES", "proxy_view", "trace"]
 
@@ -29,12 +29,18 @@ def proxy_view(state: ClusterState, node_name: str, cluster_cidrs: tuple[str, ..
     return proxier.view
 
 
-def trace(view: ProxyView, pkt: Packet, from_node: bool = False) -> dict[str, list[Outcome]]:
-    """{mode: outcomes} for the first packet of a new connection."""
+def trace(view: ProxyView, pkt: Packet, from_node: bool = False, scheduler: str = "rr") -> dict[str, list[Outcome]]:
+    """{mode: outcomes} for the first packet of a new connection (``scheduler``: ipvs's)."""
+    from ..proxy.backends import ipvs as ipvs_render
     from ..proxy.backends import iptables as ipt_render
     from ..proxy.backends import nftables as nft_render
+    from . import ipvs
 
     return {
         "iptables": iptables.trace(ipt_render.render(view, pkt.family).text, pkt, from_node),
         "nftables": nftables.trace(nft_render.render(view, pkt.family).text, pkt, from_node),
+        "ipvs": ipvs.trace(
+            ipvs_render.render_ipvs(ipvs_render.desired(view, scheduler, pkt.family)),
+            ipvs_render.render_iptables(view, pkt.family), pkt, from_node,
+        ),
     }

@@ -43,6 +43,7 @@ def add_parser(sub) -> None:
     p.add_argument("--manifests", action="append", required=True, metavar="PATH", help="manifest file or directory (repeatable)")
     p.add_argument("--node-name", default="", metavar="NODE", help="the node the packet is on (Local policies, topology hints)")
     p.add_argument("--cluster-cidr", metavar="CIDR", help="pod network, as svcdns proxy takes it (masquerading)")
+    p.add_argument("--scheduler", default="rr", choices=("rr", "wrr", "lc", "dh", "sh", "sed", "nq"), help="ipvs mode's scheduler (default rr)")
     p.add_argument("--from-node", action="store_true", help="the connection starts on the node itself (OUTPUT), not in a pod")
     p.set_defaults(run=run)
 
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     dst, port, proto = args.dst
     pkt = Packet(args.src, dst, port, proto)
     try:
-        results = trace(proxy_view(state, args.node_name, cidrs), pkt, from_node=args.from_node)
+        results = trace(proxy_view(state, args.node_name, cidrs), pkt, from_node=args.from_node, scheduler=args.scheduler)
     except Unsupported as e:
         print(f"error: cannot trace: {e}", file=sys.stderr)
         return 1
@@ -86,5 +87,5 @@ def render(pkt: Packet, node: str, results: dict[str, list[Outcome]]) -> str:
         lines.extend(f"    {describe(o)}" for o in outcomes)
     views = {tuple((o.verdict, o.target, round(o.probability, 6)) for o in outs) for outs in results.values()}
     lines.append("  modes agree" if len(views) == 1 else "  modes DIFFER")
-    lines.append("  (ipvs and userspace are not traced: their choice is the scheduler's, at connect time)")
+    lines.append("  (userspace mode is not traced; ipvs shares are the scheduler's over equal-weight servers)")
     return "\n".join(lines) + "\n"

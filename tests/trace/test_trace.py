@@ -76,6 +76,16 @@ def test_the_responsible_rule_is_named(view):
     assert out["nftables"][0].rule.endswith("reject")
 
 
+def test_ipvs_source_hashing_picks_one_server_per_client(view):
+    from svcdns.proxy.schedulers import Real, make
+
+    reals = [Real("10.244.1.1", 8080), Real("10.244.1.2", 8080), Real("10.244.1.3", 8080)]
+    for client in ("10.244.1.50", "10.244.1.51", "192.168.0.9"):
+        want = str(make("sh").pick(reals, client=client))
+        out = trace(view, Packet(client, "10.96.0.10", 80, "tcp"), scheduler="sh")["ipvs"]
+        assert [(o.target, o.probability) for o in out] == [(want, 1.0)]
+
+
 def test_unknown_match_is_an_error_not_a_guess():
     text = "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -m owner --uid-owner 0 -j DROP\nCOMMIT\n"
     with pytest.raises(Unsupported, match="--uid-owner"):
@@ -101,8 +111,8 @@ def test_explain_shows_where_cluster_ip_traffic_goes(capsys):
     assert main(["explain", "local.lab.svc.cluster.local.", "--manifests", str(LAB), "--node-name", "node-a", "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert {t["mode"]: [(d["target"], d["probability"]) for d in t["destinations"]] for t in doc["traffic"]} == {
-        "iptables": [(P1, 1.0)], "nftables": [(P1, 1.0)],
+        "iptables": [(P1, 1.0)], "nftables": [(P1, 1.0)], "ipvs": [(P1, 1.0)],
     }
     assert main(["explain", "empty.lab.svc.cluster.local.", "--manifests", str(LAB), "--node-name", "node-a", "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert {t["mode"]: [d["target"] for d in t["destinations"]] for t in doc["traffic"]} == {"iptables": ["REJECT"], "nftables": ["REJECT"]}
+    assert {t["mode"]: [d["target"] for d in t["destinations"]] for t in doc["traffic"]} == {"iptables": ["REJECT"], "nftables": ["REJECT"], "ipvs": ["REJECT"]}
