@@ -251,6 +251,7 @@ def add_proxy_parser(sub) -> None:
     proxy.add_argument("--dry-run", action="store_true", help="print what would be applied and exit")
     proxy.add_argument("--min-sync-period", type=_sync_seconds, default=1.0, metavar="S", help="at most one sync per S seconds; changes in between are batched (default 1)")
     proxy.add_argument("--health", metavar="HOST:PORT", help="serve /health, /ready and /metrics here")
+    add_service_cidr_flag(proxy)
     proxy.set_defaults(run=run_proxy)
 
 
@@ -266,13 +267,19 @@ def proxy_config(args: argparse.Namespace) -> ProxyConfig:
         dry_run=args.dry_run,
         min_sync_period=args.min_sync_period,
         health=parse_hostport(args.health, "--health") if args.health else None,
+        service_cidrs=args.service_cluster_ip_range,
     )
 
 
 def run_proxy(args: argparse.Namespace) -> int:
     from .proxy.command import run
+    from .sources.kubeauth import AuthError
 
-    return run(proxy_config(args))
+    try:
+        return run(proxy_config(args))
+    except AuthError as e:
+        log.error("cannot connect to the Kubernetes API: %s", e)
+        return 1
 
 
 def serve_config(args: argparse.Namespace) -> ServeConfig:

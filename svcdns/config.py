@@ -159,6 +159,9 @@ class ProxyConfig:
     sync_period: float = 30.0  # periodic full resync, as kube-proxy's --sync-period
     health: tuple[str, int] | None = None
     poll_interval: float = 1.0
+    service_cidrs: tuple = ()  # svcdns.ipam ranges: allocate/validate manifest ClusterIPs, as serve does
+    serviceaccount_dir: str = IN_CLUSTER_DIR
+    watch: WatchTiming = WatchTiming()
 
 
 def parse_cidrs(value: str, flag: str) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ import sys
 
 from ..config import ConfigError, ProxyConfig
 from ..http import HealthServer
+from ..ipam import ClusterIPAllocator
 from ..metrics import Metrics
 from ..sources.manifests import ManifestSource
 from ..store import ClusterState
@@ -22,12 +23,6 @@ from .proxier import Backend, Proxier, ProxyMetrics
 from .runner import SyncRunner
 
 log = logging.getLogger(__name__)
-
-LIVE_SOURCE_MISSING = (
-    "the live API source (--kubeconfig / in-cluster) is not available in this build yet; "
-    "give the cluster state with --manifests PATH"
-)
-
 
 def make_backend(config: ProxyConfig) -> tuple[Backend, str]:
     """The backend for ``--mode``, and a note when ipvs had to fall back to iptables."""
@@ -53,8 +48,6 @@ def make_backend(config: ProxyConfig) -> tuple[Backend, str]:
 
 def check(config: ProxyConfig) -> None:
     """Flag combinations that cannot work (raises ConfigError naming the flag)."""
-    if config.kubeconfig is not None or not config.manifests:
-        raise ConfigError(LIVE_SOURCE_MISSING)
     if config.once and config.mode == "userspace" and not config.dry_run:
         raise ConfigError("--once: the userspace proxy carries the connections itself and must keep running; use --dry-run to see its rules")
 
@@ -65,11 +58,17 @@ class ProxyServer:
     def __init__(self, config: ProxyConfig):
         self.config = config
         self.metrics = Metrics()
-        self.state = ClusterState(derive_endpoints=True, implicit_namespaces=True)
-        self.source = ManifestSource(
-            list(config.manifests), self.state, interval=config.poll_interval,
-            on_error=lambda e: self.metrics.source_errors.labels("manifests").inc(),
-        )
+        self.live = not config.manifests  # --kubeconfig, or in-cluster
+        if self.live:  # the API's controllers wrote the endpoints: nothing to derive
+            self.state = ClusterState()
+            self.source = None
+        else:
+            self.state = ClusterState(derive_endpoints=True, implicit_namespaces=True)
+            on_error = lambda e: self.metrics.source_errors.labels("manifests").inc()  # noqa: E731
+            self.source = ManifestSource(
+                list(config.manifests), self.state, interval=config.poll_interval, on_error=on_error,
+                services_hook=ClusterIPAllocator(config.service_cidrs, on_error=on_error) if config.service_cidrs else None,
+            )
         self.backend, self.fallback = make_backend(config)
         self.proxier = Proxier(self.state, self.backend, config.node_name, config.cluster_cidrs, ProxyMetrics(self.metrics.registry))
         self.proxier.resync_period = config.sync_period
@@ -88,24 +87,44 @@ class ProxyServer:
     def healthy(self) -> bool:
         return self.runner.healthy(grace=max(2 * self.config.sync_period, 60.0))
 
-    def load(self) -> None:
+    async def load(self) -> None:
+        """The first full state: the manifests read, or every watched kind listed (as
+        kube-proxy, nothing is synced before Services and EndpointSlices are known)."""
         if self.fallback:
             log.warning("%s", self.fallback)
-        self.source.load()
+        if self.live:
+            await self._start_kube()
+            await self.source.synced.wait()
+        else:
+            self.source.load()
         log.info("%s mode on node %s: %d services loaded", self.backend.mode, self.config.node_name, len(self.state.services))
+
+    async def _start_kube(self) -> None:
+        from ..sources.kube import KubeOptions, KubeSource
+        from ..sources.kubeauth import api_client
+
+        cfg = self.config
+        api = await api_client(cfg.kubeconfig, cfg.serviceaccount_dir)
+        options = KubeOptions(nodes=True, endpoints=False, namespace_objects=False)  # what the proxy reads (see deploy/proxy/rbac.yaml)
+        self.source = KubeSource(api, self.state, options, cfg.watch, on_reject=self.metrics.source_errors.labels("kube").inc)
+        self._tasks.append(asyncio.ensure_future(self.source.run()))
 
     async def start(self) -> None:
         if self.health:
             await self.health.start()
-        self.load()
+        await self.load()
         await self.runner.run_once()
-        self._tasks = [asyncio.ensure_future(self.runner.loop()), asyncio.ensure_future(self.source.run())]
+        self._tasks.append(asyncio.ensure_future(self.runner.loop()))
+        if not self.live:
+            self._tasks.append(asyncio.ensure_future(self.source.run()))
 
     async def close(self) -> None:
         self.runner.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.live and self.source is not None:
+            await self.source.close()
         result = self.backend.close()
         if asyncio.iscoroutine(result):
             await result
@@ -131,21 +150,32 @@ async def _serve(server: ProxyServer) -> int:
 
 
 async def _once(server: ProxyServer) -> int:
-    server.load()
-    ok = await server.proxier.sync()
+    try:
+        await server.load()
+        ok = await server.proxier.sync()
+    finally:
+        await server.close()
     return 0 if ok else 1
+
+
+async def _dry_run(server: ProxyServer) -> str:
+    try:
+        await server.load()
+        return server.proxier.render()
+    finally:
+        await server.close()
 
 
 def run(config: ProxyConfig) -> int:
     check(config)
     server = ProxyServer(config)
     if config.dry_run:
-        server.load()
+        rules = asyncio.run(_dry_run(server))
         if server.fallback:
             print(f"svcdns proxy: {server.fallback}; the rules below are the iptables-restore input", file=sys.stderr)
         if config.mode == "userspace":
             print("# proxy ports are chosen at random when the listeners open; shown here as 0")
-        sys.stdout.write(server.proxier.render())
+        sys.stdout.write(rules)
         return 0
     try:
         import uvloop

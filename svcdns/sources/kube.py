@@ -49,6 +49,7 @@ class KubeOptions:
     pods: bool = False
     nodes: bool = False
     endpoints: bool = True  # legacy Endpoints where no EndpointSlice stands for them
+    namespace_objects: bool = True  # DNS needs them (NXDOMAIN vs NODATA); the proxy does not
 
 
 class StateSink:
@@ -134,7 +135,7 @@ class KubeSource:
             self.legacy.forget = lambda key: (by_ns.get(key[0]) or by_ns.get(None)).known.pop(key, None)
 
     def kinds(self) -> list[str]:
-        kinds = ["Namespace", "Service", "EndpointSlice"]
+        kinds = ["Namespace", "Service", "EndpointSlice"] if self.options.namespace_objects else ["Service", "EndpointSlice"]
         if self.options.endpoints:
             kinds.append("Endpoints")
         if self.options.pods:

@@ -13,7 +13,7 @@ import pytest
 from svcdns.cli import build_parser, proxy_config
 from svcdns.config import ConfigError
 from svcdns.proxy.backends.ipvs import ipvs_available
-from svcdns.proxy.command import LIVE_SOURCE_MISSING, check
+from svcdns.proxy.command import check
 from svcdns.proxy.runner import SyncRunner
 
 LAB = Path(__file__).parent / "testdata" / "lab.yaml"
@@ -69,11 +69,9 @@ def test_contract_flags_parse():
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["--mode", "iptables", "--node-name", "n1"], LIVE_SOURCE_MISSING),
-        (["--mode", "iptables", "--kubeconfig", "k", "--node-name", "n1"], LIVE_SOURCE_MISSING),
         (["--mode", "userspace", "--manifests", "a", "--node-name", "n1", "--once"], "--once: the userspace proxy"),
     ],
-    ids=["in-cluster", "kubeconfig", "userspace-once"],
+    ids=["userspace-once"],
 )
 def test_unusable_combinations_are_named(argv, message):
     with pytest.raises(ConfigError, match=message[:40].replace("(", r"\(").replace(")", r"\)")):
@@ -108,5 +106,6 @@ def test_dry_run_in_ipvs_mode():
 
 def test_live_source_fails_clearly():
     proc = run_cli("--mode", "iptables", "--kubeconfig", "/nonexistent", "--node-name", "node-a", "--once")
-    assert proc.returncode == 2
-    assert "live API source (--kubeconfig / in-cluster) is not available in this build yet" in proc.stderr
+    assert proc.returncode == 1
+    assert "cannot connect to the Kubernetes API: --kubeconfig /nonexistent: no such file" in proc.stderr
+    assert "Traceback" not in proc.stderr
