@@ -60,7 +60,9 @@ def load_live(kubeconfig: str | None, timeout: float = LIVE_SYNC_TIMEOUT) -> Clu
     return asyncio.run(sync_live(kubeconfig, timeout))
 
 
-async def sync_live(kubeconfig: str | None, timeout: float = LIVE_SYNC_TIMEOUT, *, pods: bool = False, endpoints: bool = False) -> ClusterState:
+async def sync_live(
+    kubeconfig: str | None, timeout: float = LIVE_SYNC_TIMEOUT, *, pods: bool = False, endpoints: bool = False, nodes: bool = False
+) -> ClusterState:
     """:func:`load_live` inside a running event loop; ``pods``/``endpoints`` also list
     those kinds (explain shows endpoints and knows pods by IP)."""
     import asyncio
@@ -75,7 +77,7 @@ async def sync_live(kubeconfig: str | None, timeout: float = LIVE_SYNC_TIMEOUT, 
             api = await api_client(kubeconfig, IN_CLUSTER_DIR)
         except Exception as e:  # a missing or unreadable kubeconfig or token
             raise CommandError(str(e) if kubeconfig else f"in-cluster: {e}") from None  # the message names the kubeconfig
-        source = KubeSource(api, state, KubeOptions(endpoints=endpoints, pods=pods))
+        source = KubeSource(api, state, KubeOptions(endpoints=endpoints, pods=pods, nodes=nodes))
         task = asyncio.ensure_future(source.run())
         try:
             await asyncio.wait_for(source.synced.wait(), timeout)

@@ -40,7 +40,9 @@ def add_parser(sub) -> None:
     )
     p.add_argument("src", type=_ip, metavar="SRC_IP", help="the client's address (a pod IP, or the node's)")
     p.add_argument("dst", type=_dest, metavar="DST_IP:PORT/PROTO", help="e.g. 10.96.0.10:80/tcp")
-    p.add_argument("--manifests", action="append", required=True, metavar="PATH", help="manifest file or directory (repeatable)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--manifests", action="append", default=[], metavar="PATH", help="manifest file or directory (repeatable)")
+    source.add_argument("--kubeconfig", metavar="PATH", help="read the cluster of this kubeconfig (default without --manifests: in-cluster)")
     p.add_argument("--node-name", default="", metavar="NODE", help="the node the packet is on (Local policies, topology hints)")
     p.add_argument("--cluster-cidr", metavar="CIDR", help="pod network, as svcdns proxy takes it (masquerading)")
     p.add_argument("--scheduler", default="rr", choices=("rr", "wrr", "lc", "dh", "sh", "sed", "nq"), help="ipvs mode's scheduler (default rr)")
@@ -49,11 +51,16 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..oneshot import CommandError, check_source, load
+    import asyncio
+
+    from ..oneshot import CommandError, check_source, load, sync_live
 
     try:
         check_source(args)
-        state, _ = load(args.manifests, (), derive_endpoints=True)
+        if args.manifests:
+            state, _ = load(args.manifests, (), derive_endpoints=True)
+        else:  # as svcdns proxy reads a live cluster: services, slices, nodes (zones)
+            state = asyncio.run(sync_live(args.kubeconfig, endpoints=True, nodes=True))
     except CommandError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -116,3 +116,19 @@ def test_explain_shows_where_cluster_ip_traffic_goes(capsys):
     assert main(["explain", "empty.lab.svc.cluster.local.", "--manifests", str(LAB), "--node-name", "node-a", "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert {t["mode"]: [d["target"] for d in t["destinations"]] for t in doc["traffic"]} == {"iptables": ["REJECT"], "nftables": ["REJECT"], "ipvs": ["REJECT"]}
+
+
+def test_cli_reads_a_live_cluster(capsys, tmp_path):
+    from tests.kubeapi import objects as o
+    from tests.kubeapi.server import KubeApi
+
+    with KubeApi() as api:
+        api.put(
+            o.namespace("lab"),
+            o.service("lab", "web", "10.96.0.10", ports=(("http", 80),)),
+            o.endpoint_slice("lab", "web", ["10.244.1.1", "10.244.1.2"], ports=(("http", 8080),)),
+        )
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+        assert main(["proxy", "trace", POD, "10.96.0.10:80/tcp", "--kubeconfig", kubeconfig, "--node-name", "node-1"]) == 0
+    out = capsys.readouterr().out
+    assert f"    {P1} 50.0%" in out and "    10.244.1.2:8080 50.0%" in out and "modes agree" in out
