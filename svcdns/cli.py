@@ -105,7 +105,7 @@ def add_observability_flags(serve: argparse.ArgumentParser) -> None:
     """Explain over DNS and the query log (issue 8)."""
     obs = serve.add_argument_group("debugging")
     obs.add_argument("--allow-explain", action="append", metavar="CIDR",
-        help="clients that may ask `dig -c CH TXT NAME.explain.svcdns` (repeatable; default loopback and private ranges)")
+        help="clients that may ask `dig NAME.explain.svcdns CH TXT` (repeatable; default loopback and private ranges)")
     obs.add_argument("--log-queries", action="store_true",
         help="log every query (client, namespace, name, type, rcode, time) on the svcdns.query logger; off costs nothing")
 
