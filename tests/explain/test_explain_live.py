@@ -16,7 +16,7 @@ import pytest
 
 from svcdns.cli import main
 from tests.conftest import RunningServer, base_config
-from tests.dns.nameservers import Knot, SlowServer, metric
+from tests.dns.nameservers import SlowServer, metric
 
 POD_SHOP = "127.0.5.5"
 NOT_A_POD = "127.0.0.1"
@@ -41,12 +41,6 @@ metadata: {{name: web-1, namespace: shop, labels: {{app: web}}}}
 spec: {{nodeName: node-a, containers: [{{name: c, image: nginx}}]}}
 status: {{phase: Running, podIP: 10.244.1.5, conditions: [{{type: Ready, status: "True"}}]}}
 """
-
-
-@pytest.fixture(scope="module")
-def knot(tmp_path_factory):
-    with Knot(tmp_path_factory.mktemp("knot")) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
