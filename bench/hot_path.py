@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import dns.message  # noqa: E402
 
 from svcdns.dns import mmsg  # noqa: E402
+from svcdns.dns.autopath import AutoPath  # noqa: E402
 from svcdns.dns.compiler import AnswerTable  # noqa: E402
 from svcdns.dns.handler import DnsHandler  # noqa: E402
 from svcdns.dns.naive import NaiveHandler  # noqa: E402
@@ -53,7 +54,8 @@ def main() -> None:
     resolver = Resolver(state, ResolverConfig())
     table = AnswerTable(state, resolver)
     ManifestSource([os.path.join(data, "cluster.json")], state).load()
-    handler = DnsHandler(state, resolver, table)
+    # As `svcdns serve` runs by default: autopath on (the benchmark's client is no pod).
+    handler = DnsHandler(state, resolver, table, autopath=AutoPath(resolver, None, ()))
     lines = [ln.split() for ln in open(os.path.join(data, "queries.txt")) if ln.strip()][: args.queries]
     wires = [dns.message.make_query(name, qtype, id=i & 0xFFFF).to_wire() for i, (name, qtype) in enumerate(lines)]
     for w in wires:  # warm the caches a long-running server has warm

@@ -66,6 +66,7 @@ class AnswerTable:
         self.recursion_available = recursion_available
         self.answers: dict[bytes, bytes] = {}
         self.slow = BoundedDict(slow_cache_size)
+        self.not_for_pods = BoundedDict(slow_cache_size)  # answers autopath may rewrite for pods
         self.last_change = 0.0
         self.compile_seconds = 0.0
         self._owned: dict[Key, tuple[bytes, ...]] = {}
@@ -74,6 +75,7 @@ class AnswerTable:
     def on_change(self, delta: Delta) -> None:
         started = time.perf_counter()
         self.slow.clear()
+        self.not_for_pods.clear()
         keys = set(delta.services)
         if delta.namespaces:
             keys |= {k for k in self.state.services if k[0] in delta.namespaces}

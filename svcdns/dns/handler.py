@@ -140,6 +140,11 @@ class DnsHandler:
         dnslib parse. None sends it down the slow path: names that are not the cluster's
         (forwarding), odd types, NXDOMAINs autopath may turn around for a pod, and
         ExternalName targets to chase upstream."""
+        pod = self.state.pod_by_ip.get(client)
+        if pod is None:
+            stored = self.table.not_for_pods.get(key)
+            if stored is not None:
+                return stored
         if key[-2:] != b"\x00\x01" or key[-4:-2] in _SLOW_TYPES or not _well_formed(key):
             return None
         qname, qtype = decode_key(key)
@@ -147,12 +152,17 @@ class DnsHandler:
         in_zone = self.resolver.zone_of(qname) is not None
         if not self.state.synced and (in_zone or reverse):  # never NXDOMAIN before the first full sync
             return pack_stored(qname, qtype, Answer(SERVFAIL, rule="not synced yet"), recursion_available=self.table.recursion_available)
-        pod = self.state.pod_by_ip.get(client)
         answer = self.resolver.resolve(qname, qtype, pod.namespace if pod is not None else None)
         if answer is None or (answer.chase and self.recursor is not None):
             return None
         if answer.rcode == NXDOMAIN and in_zone and self.autopath is not None and self.autopath.may_apply(qname):
-            return None
+            if pod is not None:
+                return None  # the slow path walks this pod's search path
+            # A search-path miss from a client that is no pod: plain NXDOMAIN, cached where
+            # only such clients look (pods asking the same name may get an autopath CNAME).
+            stored = pack_stored(qname, qtype, answer, recursion_available=self.table.recursion_available)
+            self.table.not_for_pods[key] = stored
+            return stored
         stored = pack_stored(qname, qtype, answer, recursion_available=self.table.recursion_available)
         # One-label names and "_port._proto.svc" depend on the asking pod's namespace: not cached.
         if in_zone or reverse or (qname.count(".") >= 1 and not qname.startswith("_")):

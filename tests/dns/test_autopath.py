@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dns.flags
 import dns.rcode
+import dns.rdatatype
 import pytest
 
 from tests.conftest import RunningServer, base_config, rrset_texts
@@ -99,6 +100,17 @@ def test_autopath_answers_do_not_leak_to_other_clients(autopath):
     assert autopath.query(name, source=POD_SHOP).rcode() == dns.rcode.NOERROR  # now cached
     assert autopath.query(name, source=NOT_A_POD).rcode() == dns.rcode.NXDOMAIN
     assert autopath.query(name, source=POD_TEAM).rcode() == dns.rcode.NXDOMAIN
+
+
+def test_plain_nxdomain_cached_for_strangers_never_reaches_pods(autopath):
+    """A search-path miss from a client that is no pod is a plain NXDOMAIN, and is
+    cached as one (the benchmark's hot case), but only where such clients look: a pod
+    asking the same name next still gets its autopath answer."""
+    name = "api.team.shop.svc.cluster.local."
+    assert autopath.query(name, source=NOT_A_POD).rcode() == dns.rcode.NXDOMAIN
+    assert autopath.query(name, source=NOT_A_POD).rcode() == dns.rcode.NXDOMAIN  # now cached
+    reply = autopath.query(name, source=POD_SHOP)
+    assert reply.rcode() == dns.rcode.NOERROR and reply.answer[0].rdtype == dns.rdatatype.CNAME
 
 
 def test_autopath_counts_hits(autopath):
