@@ -24,6 +24,7 @@ from ..store import ClusterState
 from .acl import AccessList
 from .cache import servfail
 from .compiler import AnswerTable, decode_key
+from .overload import RateLimiter, refused
 from .records import FORMERR, NOTIMP, NXDOMAIN, REFUSED, SERVFAIL, T_ANY, Answer, Resolver
 from .transfer import soa_only, transfer_messages
 from .wire import OPT_PAYLOAD, OPT_RR, compact, expand, header_only, pack_stored, question_key, truncate
@@ -53,6 +54,9 @@ class DnsHandler:
         recursor: "Recursor | None" = None,
         autopath: "AutoPath | None" = None,
         allow_transfer: AccessList | None = None,
+        limiter: RateLimiter | None = None,
+        overload_action: str = "refuse",
+        max_inflight: int = 1000,
     ):
         self.state = state
         self.resolver = resolver
@@ -67,10 +71,19 @@ class DnsHandler:
         self.counts: defaultdict[tuple[int, int], int] = defaultdict(int)
         self.dropped = 0
         self._big: dict[tuple[bytes, int], tuple[bytes, bytes]] = {}  # (key, limit) -> (stored, fitted)
+        # Overload (see overload.py): the rate limit is checked first, before any work; the
+        # in-flight cap bounds answers that wait on upstreams (forwarding, autopath, chasing).
+        self.limiter = limiter
+        self.refuse_over_limit = overload_action == "refuse"
+        self.max_inflight = max_inflight
+        self.inflight = 0
+        self.overload: dict[str, int] = {"rate": 0, "inflight": 0}
 
     # --- hot path ---------------------------------------------------------------------
 
     def handle(self, data: bytes, client: str, tcp: bool) -> bytes | None | Awaitable[bytes | None]:
+        if self.limiter is not None and not self.limiter.allow(client):
+            return self.over_limit(data, "rate")
         try:
             n = len(data)
             # QR=0, opcode QUERY, one question and no answer/authority records?
@@ -110,6 +123,19 @@ class DnsHandler:
             return self.stamp(data, key, stored, end, edns, limit)
         except IndexError:
             return self.slow(data, client, tcp)
+
+    def over_limit(self, data: bytes, reason: str) -> bytes | None:
+        """REFUSED (or nothing, with --overload-action drop) for a query over a limit."""
+        self.overload[reason] += 1
+        reply = refused(data) if self.refuse_over_limit else None
+        return self._count(reply, 0, REFUSED)
+
+    def _admit(self) -> bool:
+        """Room for one more answer that waits on an upstream? Counts it if so."""
+        if self.inflight >= self.max_inflight:
+            return False
+        self.inflight += 1
+        return True
 
     def _resolve_parsed(self, key: bytes, client: str) -> bytes | None:
         """A well-formed IN query the tables do not hold (a search-path miss, a pod
@@ -221,10 +247,14 @@ class DnsHandler:
             return self._recurse(request, qname, data, client, edns, limit)
         if answer.rcode == NXDOMAIN and self.autopath is not None and in_zone:
             if client_ns is not None and (found := self.autopath.base(qname, client_ns)) is not None:
+                if not self._admit():
+                    return self.over_limit(data, "inflight")
                 walk = self.autopath.walk(qname, q.qtype, *found, client_ns, client)
                 return self._later(walk, request, answer, qname, data, edns, limit)
             cache = not self.autopath.may_apply(qname)  # it may autopath for a pod: keep it off the hot path
         elif answer.chase and self.recursor is not None and self.recursor.allowed(client):
+            if not self._admit():
+                return self.over_limit(data, "inflight")
             return self._later(self.recursor.chase(qname, q.qtype, answer), request, answer, qname, data, edns, limit)
         else:
             cache = in_zone or reverse or qname.count(".") >= 1 and not qname.startswith("_")
@@ -245,6 +275,8 @@ class DnsHandler:
         data, end = self._question(data, key)
         if qtype == T_ANY:
             return self.stamp(data, key, compact(recursor.any_template(qname), key), end, edns, limit)
+        if not self._admit():
+            return self.over_limit(data, "inflight")
         return self._stamp_later(recursor.resolve(key, qname), data, key, end, edns, limit)
 
     def _later(self, pending: Awaitable[bytes | None], request, fallback: Answer, qname: str, data: bytes, edns: bool, limit: int):
@@ -259,6 +291,8 @@ class DnsHandler:
             except Exception:
                 log.exception("completing the answer for %s failed", qname)
                 template = None
+            finally:
+                self.inflight -= 1
             if template is None:
                 stored = pack_stored(qname, request.q.qtype, fallback, recursion_available=self.table.recursion_available)
             else:
@@ -273,6 +307,8 @@ class DnsHandler:
         except Exception:
             log.exception("forwarding failed")
             template = servfail(key)
+        finally:
+            self.inflight -= 1
         return self.stamp(data, key, compact(template, key), end, edns, limit)
 
     @staticmethod
