@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 system-deps:
 	@./scripts/need dig:dnsutils
 	@./scripts/need knotd:knot dnsmasq:dnsmasq-base   # real upstream nameservers for the forwarding tests
+	@./scripts/need dnsperf:dnsperf   # load for the rolling-restart and flood tests (issue 7)
 
 run: $(STAMP)
 	@./scripts/need dig:dnsutils || echo "(could not install dig; any DNS client will do)"
