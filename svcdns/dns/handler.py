@@ -121,7 +121,7 @@ class DnsHandler:
                     if stored is None:
                         return self.slow(data, client, tcp)
             return self.stamp(data, key, stored, end, edns, limit)
-        except IndexError:
+        except Exception:  # IndexError for short packets; anything else is a bug the slow path contains
             return self.slow(data, client, tcp)
 
     def over_limit(self, data: bytes, reason: str) -> bytes | None:
@@ -145,7 +145,11 @@ class DnsHandler:
         ExternalName targets to chase upstream."""
         if key[-2:] != b"\x00\x01" or key[-4:-2] in _SLOW_TYPES:
             return None
+        if not key.isascii():  # raw bytes in a label: the slow path decides (FORMERR)
+            return None
         qname, qtype = decode_key(key)
+        if question_key(qname, qtype) != key:  # a '.' inside a label: not a name we can answer by text
+            return None
         reverse = qname.endswith((".in-addr.arpa", ".ip6.arpa"))
         in_zone = self.resolver.zone_of(qname) is not None
         if not self.state.synced and (in_zone or reverse):  # never NXDOMAIN before the first full sync
