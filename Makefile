@@ -7,7 +7,7 @@ LISTEN ?= 127.0.0.1:5353
 HEALTH ?= 127.0.0.1:8080
 DIG    := dig @127.0.0.1 -p $(lastword $(subst :, ,$(LISTEN)))
 
-.PHONY: run test system-deps bench bench-forward clean
+.PHONY: run test system-deps bench bench-forward fuzz soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,18 @@ bench: $(STAMP)
 bench-forward: $(STAMP)
 	@./scripts/need dnsperf:dnsperf knotd:knot taskset:util-linux
 	$(PY) bench/forward_cache.py
+
+# Long fuzz run with atheris (docs/reliability.md): FUZZ_RUNS inputs through the query path.
+FUZZ_RUNS ?= 1000000
+fuzz: $(STAMP)
+	$(PY) -m pip install -q -e '.[fuzz]'
+	mkdir -p bench/out/fuzz-corpus
+	$(PY) tests/fuzz/atheris_dns.py -runs=$(FUZZ_RUNS) -max_len=1024 -print_final_stats=1 \
+	  -artifact_prefix=bench/out/ bench/out/fuzz-corpus
+
+# 60 s of dnsperf at 80 % of peak while endpoints churn (docs/reliability.md).
+soak: $(STAMP)
+	./bench/soak.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

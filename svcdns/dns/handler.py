@@ -217,6 +217,8 @@ class DnsHandler:
         labels = q.qname.label
         if any(len(label) > 63 for label in labels) or sum(len(label) + 1 for label in labels) + 1 > 255:
             return self._count(header_only(data, FORMERR), 0, FORMERR)  # RFC 1035 limits
+        if any(b"." in label for label in labels):  # no cluster name has one, and as text it would be another name
+            return self._count(header_only(data, FORMERR), 0, FORMERR)
         opts = [r for r in request.ar if r.rtype == T_OPT]
         if len(opts) > 1 or any(r.rtype == T_OPT and str(r.rname) not in (".", "") for r in request.ar):
             return self._count(header_only(data, FORMERR), q.qtype, FORMERR)
