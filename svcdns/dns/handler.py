@@ -41,6 +41,22 @@ _QUERY_COUNTS = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0
 UDP_DEFAULT = 512
 T_AXFR, T_IXFR, T_OPT = 252, 251, 41
 _SLOW_TYPES = {b"\x00\xfc", b"\x00\xfb", b"\x00\x29"}  # AXFR, IXFR, OPT: the slow path decides
+# Label bytes dnslib's text keeps as they are (it escapes the rest as \DDD), minus '.'
+# and '\', which it does not escape: text with them would spell another name.
+_TEXT_SAFE = frozenset(range(0x21, 0x7F)) - {ord("."), ord("\\")}
+
+
+
+def _text_safe(key: bytes) -> bool:
+    """Every label of a question key is made of _TEXT_SAFE bytes."""
+    i = 0
+    while key[i]:
+        n = key[i]
+        if not _TEXT_SAFE.issuperset(key[i + 1 : i + 1 + n]):
+            return False
+        i += n + 1
+    return True
+
 
 class DnsHandler:
     """Turns one query into one response (or None: drop)."""
@@ -145,11 +161,9 @@ class DnsHandler:
         ExternalName targets to chase upstream."""
         if key[-2:] != b"\x00\x01" or key[-4:-2] in _SLOW_TYPES:
             return None
-        if not key.isascii():  # raw bytes in a label: the slow path decides (FORMERR)
+        if not _text_safe(key):  # a name its text cannot spell: the slow path answers FORMERR
             return None
         qname, qtype = decode_key(key)
-        if question_key(qname, qtype) != key:  # a '.' inside a label: not a name we can answer by text
-            return None
         reverse = qname.endswith((".in-addr.arpa", ".ip6.arpa"))
         in_zone = self.resolver.zone_of(qname) is not None
         if not self.state.synced and (in_zone or reverse):  # never NXDOMAIN before the first full sync
@@ -217,7 +231,9 @@ class DnsHandler:
         labels = q.qname.label
         if any(len(label) > 63 for label in labels) or sum(len(label) + 1 for label in labels) + 1 > 255:
             return self._count(header_only(data, FORMERR), 0, FORMERR)  # RFC 1035 limits
-        if any(b"." in label for label in labels):  # no cluster name has one, and as text it would be another name
+        if not all(_TEXT_SAFE.issuperset(label) for label in labels):
+            # Bytes a name's text cannot carry as they are: dnslib writes '.' bare (the name
+            # would become another) and escapes control bytes (a label would outgrow 63).
             return self._count(header_only(data, FORMERR), 0, FORMERR)
         opts = [r for r in request.ar if r.rtype == T_OPT]
         if len(opts) > 1 or any(r.rtype == T_OPT and str(r.rname) not in (".", "") for r in request.ar):
