@@ -48,7 +48,7 @@ echo "peak ${peak} qps; soaking ${SECS} s at ${target} qps with ${CHURN} endpoin
 rm -f "$OUT/rss.txt" "$OUT/churn.log"
 ( while kill -0 $PID 2>/dev/null; do rss >> "$OUT/rss.txt"; sleep 1; done ) & RSS_PID=$!
 taskset -c 1 "$PY" bench/churn.py "$CHURN_FILE" --rate "$CHURN" --seconds "$SECS" --log "$OUT/churn.log" & CHURN_PID=$!
-taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$OUT/queries.txt" -l "$SECS" -c 8 -q 500 -t 2 -Q "$target" -v \
+taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$OUT/queries.txt" -l "$SECS" -c 8 -q 100 -t 2 -Q "$target" -v \
   > "$OUT/dnsperf.txt" 2>&1 || true
 wait $CHURN_PID 2>/dev/null || true; CHURN_PID=""
 kill $RSS_PID 2>/dev/null || true; RSS_PID=""

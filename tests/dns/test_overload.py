@@ -266,3 +266,40 @@ def test_client_that_never_reads_is_paused_not_buffered(serve):
         assert srv.call(lambda: conn.transport.get_write_buffer_size()) < 1 << 20, "answers are not queued without bound"
         assert srv.call(lambda: len(conn.buffer)) < 1 << 20, "nor is unparsed input"
         assert srv.query(NAME, tcp=True).answer[0][0].address == "10.0.0.11"
+
+
+# --- flags --------------------------------------------------------------------------------
+
+def test_flags_reach_the_config():
+    from svcdns.cli import build_parser, serve_config
+
+    args = build_parser().parse_args([
+        "serve", "--rate-limit", "250", "--overload-action", "drop", "--max-inflight", "64", "--tcp-idle-timeout", "3",
+        "--tcp-max-connections", "50", "--tcp-max-queries", "100", "--lameduck", "5", "--reuse-port", "--poll-interval", "0.2",
+    ])
+    config = serve_config(args)
+    assert config.overload == OverloadConfig(
+        max_inflight=64, rate_limit=250.0, action="drop", tcp_idle_timeout=3.0, tcp_max_connections=50,
+        tcp_max_queries=100, lameduck=5.0, reuse_port=True,
+    )
+    assert config.poll_interval == 0.2
+    assert serve_config(build_parser().parse_args(["serve"])).overload == OverloadConfig(), "defaults: limits on, rate limit off"
+
+
+BAD_FLAGS = [
+    ("--rate-limit", "0", "is not a positive number"),
+    ("--max-inflight", "-5", "is not a positive number"),
+    ("--overload-action", "ignore", "invalid choice"),
+    ("--lameduck", "forever", "is not a number of seconds (0-300)"),
+    ("--tcp-idle-timeout", "0", "is not a number of seconds"),
+]
+
+
+@pytest.mark.parametrize("flag,value,message", BAD_FLAGS, ids=[f"{c[0]} {c[1]}" for c in BAD_FLAGS])
+def test_bad_flag_values_are_named(capsys, flag, value, message):
+    from svcdns.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", flag, value])
+    err = capsys.readouterr().err
+    assert flag in err and message in err

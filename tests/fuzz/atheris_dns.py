@@ -6,8 +6,9 @@ Each input drives, chosen by its first byte: the handler as a UDP query, as a TC
 from a pod's address (autopath), or a TCP byte stream through the real TcpProtocol
 (framing, lying prefixes, pipelining) in chunks the input decides. Every reply must pass
 ``check_reply``; anything raised is a crash libFuzzer reports with the input that caused
-it. The seed corpus is the valid queries of tests/fuzz/packets.py. At exit the harness
-prints how many inputs ran (docs/reliability.md records the figure).
+it. The seed corpus is the valid queries of tests/fuzz/packets.py. libFuzzer's final
+"Done N runs" is the figure docs/reliability.md records (on a crash, the harness prints
+how many inputs ran before it).
 """
 
 from __future__ import annotations
