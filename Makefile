@@ -7,7 +7,7 @@ LISTEN ?= 127.0.0.1:5353
 HEALTH ?= 127.0.0.1:8080
 DIG    := dig @127.0.0.1 -p $(lastword $(subst :, ,$(LISTEN)))
 
-.PHONY: run test system-deps bench bench-forward fuzz soak clean
+.PHONY: run test system-deps bench bench-forward bench-api bench-proxy fuzz soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,7 @@ system-deps:
 	@./scripts/need dig:dnsutils
 	@./scripts/need knotd:knot dnsmasq:dnsmasq-base   # real upstream nameservers for the forwarding tests
 	@./scripts/need dnsperf:dnsperf   # load for the rolling-restart and flood tests (issue 7)
+	@./scripts/need ip:iproute2 iptables-restore:iptables nft:nftables ipvsadm:ipvsadm
 
 run: $(STAMP)
 	@./scripts/need dig:dnsutils || echo "(could not install dig; any DNS client will do)"
@@ -57,6 +58,12 @@ fuzz: $(STAMP)
 # 60 s of dnsperf at 80 % of peak while endpoints churn (docs/reliability.md).
 soak: $(STAMP)
 	./bench/soak.sh
+# The live API source at 10,000 services / 100,000 endpoints (see docs/performance.md).
+bench-api: $(STAMP)
+	$(PY) bench/scale_api.py
+# Proxy sync at 10,000 services x 10 endpoints (root: applies rules in a throwaway netns).
+bench-proxy: $(STAMP) system-deps
+	$(PY) bench/proxy_sync.py --modes iptables-legacy,nftables
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -11,7 +11,10 @@ import logging
 import re
 import sys
 
-from .config import PRIVATE_NETWORKS, ConfigError, OverloadConfig, ServeConfig, parse_hostport, parse_networks
+from .config import (
+    PRIVATE_NETWORKS, PROXY_MODES, PROXY_SCHEDULERS, ConfigError, OverloadConfig, ProxyConfig, ServeConfig, parse_cidrs,
+    parse_hostport, parse_label_selector, parse_namespaces, parse_networks,
+)
 from .env import DEFAULT_WARN_BYTES, FORMATS
 from .ipam import RangeError, parse_service_cidrs
 
@@ -202,7 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log verbosity (default: info for serve, warning otherwise)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="authoritative cluster DNS", description="Serve the cluster zone from manifests (or the embedded example).")
+    serve = sub.add_parser(
+        "serve",
+        help="authoritative cluster DNS",
+        description="Serve the cluster zone from manifests, from a live cluster (--kubeconfig, or the service account "
+        "when running in a pod), or else from the embedded example cluster.",
+    )
     serve.add_argument("--manifests", action="append", default=[], metavar="PATH", help="manifest file or directory (repeatable); re-read when it changes")
     serve.add_argument("--poll-interval", type=_seconds, default=1.0, metavar="SECONDS", help="how often --manifests are checked for changes (default 1)")
     serve.add_argument("--listen", default="0.0.0.0:53", metavar="HOST:PORT", help="UDP and TCP address (default 0.0.0.0:53)")
@@ -211,8 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--health", metavar="HOST:PORT", help="serve /health, /ready and /metrics here")
     serve.add_argument("--pods", choices=["insecure", "verified", "disabled"], default="insecure", help="pod records a-b-c-d.ns.pod.ZONE (CoreDNS semantics; default insecure)")
     serve.add_argument("--endpoint-pod-names", action="store_true", help="name endpoints without a hostname after their pod")
+    serve.add_argument("--naive", action="store_true", help="answer every query by parsing it with dnslib and resolving it on the spot (a benchmark baseline)")
     add_service_cidr_flag(serve)
     add_forwarding_flags(serve)
+    serve.add_argument("--metrics", metavar="HOST:PORT", help="also serve /metrics here (Prometheus convention: port 9153)")
+    serve.add_argument("--kubeconfig", metavar="PATH", help="follow the cluster of this kubeconfig (in a pod, the service account is used without it)")
+    serve.add_argument("--namespaces", metavar="NS[,NS...]", help="live API: serve only these namespaces (default all)")
+    serve.add_argument("--labels", metavar="SELECTOR", help="live API: serve only services matching this label selector, e.g. 'tier!=internal'")
     add_overload_flags(serve)
     serve.set_defaults(run=run_serve)
 
@@ -240,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     ipam.add_argument("--manifests", action="append", required=True, metavar="PATH", help="manifest file or directory (repeatable)")
     ipam.add_argument("--service-cluster-ip-range", type=_service_cidrs, required=True, metavar="CIDR[,CIDR]", help="the cluster's service range(s), primary first")
     ipam.set_defaults(run=_oneshot("run_ipam"))
+    add_proxy_parser(sub)
     return parser
 
 
@@ -257,6 +271,62 @@ def _oneshot(name: str):
     return run
 
 
+def _sync_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds (0-3600)")
+    return seconds
+
+
+def add_proxy_parser(sub) -> None:
+    proxy = sub.add_parser(
+        "proxy", help="service proxy (kube-proxy's job)",
+        description="Balance Service virtual IPs over their endpoints on this node, in userspace, iptables, ipvs or nftables mode.",
+    )
+    proxy.add_argument("--mode", required=True, choices=PROXY_MODES, help="how to proxy (ipvs falls back to iptables without kernel IPVS)")
+    proxy.add_argument("--manifests", action="append", default=[], metavar="PATH", help="manifest file or directory (repeatable); re-read when it changes")
+    proxy.add_argument("--kubeconfig", metavar="PATH", help="watch the API server of this kubeconfig (default without --manifests: in-cluster)")
+    proxy.add_argument("--node-name", required=True, metavar="NODE", help="this node's name (Local traffic policies, topology hints)")
+    proxy.add_argument("--cluster-cidr", metavar="CIDR", help="pod network; traffic from outside it to a service is masqueraded")
+    proxy.add_argument("--scheduler", choices=PROXY_SCHEDULERS, default="rr", help="backend choice in userspace and ipvs modes (IPVS semantics; default rr)")
+    proxy.add_argument("--once", action="store_true", help="sync once and exit")
+    proxy.add_argument("--dry-run", action="store_true", help="print what would be applied and exit")
+    proxy.add_argument("--min-sync-period", type=_sync_seconds, default=1.0, metavar="S", help="at most one sync per S seconds; changes in between are batched (default 1)")
+    proxy.add_argument("--health", metavar="HOST:PORT", help="serve /health, /ready and /metrics here")
+    add_service_cidr_flag(proxy)
+    proxy.set_defaults(run=run_proxy)
+
+
+def proxy_config(args: argparse.Namespace) -> ProxyConfig:
+    return ProxyConfig(
+        mode=args.mode,
+        node_name=args.node_name,
+        manifests=tuple(args.manifests),
+        kubeconfig=args.kubeconfig,
+        cluster_cidrs=parse_cidrs(args.cluster_cidr, "--cluster-cidr") if args.cluster_cidr else (),
+        scheduler=args.scheduler,
+        once=args.once,
+        dry_run=args.dry_run,
+        min_sync_period=args.min_sync_period,
+        health=parse_hostport(args.health, "--health") if args.health else None,
+        service_cidrs=args.service_cluster_ip_range,
+    )
+
+
+def run_proxy(args: argparse.Namespace) -> int:
+    from .proxy.command import run
+    from .sources.kubeauth import AuthError
+
+    try:
+        return run(proxy_config(args))
+    except AuthError as e:
+        log.error("cannot connect to the Kubernetes API: %s", e)
+        return 1
+
+
 def serve_config(args: argparse.Namespace) -> ServeConfig:
     zones = tuple(dict.fromkeys(args.zone or ["cluster.local"]))
     upstreams, search = upstream_servers(args.upstream)
@@ -269,6 +339,7 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         health=parse_hostport(args.health, "--health") if args.health else None,
         pods=args.pods,
         endpoint_pod_names=args.endpoint_pod_names,
+        naive=args.naive,
         service_cidrs=args.service_cluster_ip_range,
         upstreams=upstreams,
         stub_domains=stub_domains(args.stub_domain, zones),
@@ -281,6 +352,10 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         autopath=args.autopath,
         allow_recursion=parse_networks(args.allow_recursion or PRIVATE_NETWORKS, "--allow-recursion"),
         allow_transfer=parse_networks(args.allow_transfer, "--allow-transfer"),
+        metrics=parse_hostport(args.metrics, "--metrics") if args.metrics else None,
+        kubeconfig=args.kubeconfig,
+        namespaces=parse_namespaces(args.namespaces) if args.namespaces is not None else (),
+        labels=parse_label_selector(args.labels) if args.labels is not None else None,
         overload=overload_config(args),
     )
 
@@ -296,9 +371,14 @@ def run_serve(args: argparse.Namespace) -> int:
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency; plain asyncio still works
         log.info("uvloop not available; using the default event loop")
+    from .sources.kubeauth import AuthError
+
     server = Server(config)
     try:
         asyncio.run(server.serve_forever())
+    except AuthError as e:
+        log.error("cannot connect to the Kubernetes API: %s", e)
+        return 1
     except OSError as e:
         log.error("cannot serve on %s:%d: %s", *config.listen, e.strerror or e)
         return 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 
 
@@ -50,6 +51,58 @@ def parse_networks(values: list[str] | tuple[str, ...], flag: str) -> tuple[str,
     return tuple(dict.fromkeys(nets))
 
 
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# One requirement of a Kubernetes label selector: key, !key, key=v, key==v, key!=v,
+# key in (a,b), key notin (a,b). Keys may carry a DNS-subdomain prefix ("app.k8s.io/name").
+_LABEL_KEY = r"(?:[a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
+_LABEL_VALUE = r"(?:[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?"
+_REQUIREMENT = re.compile(
+    rf"^\s*(?:!\s*{_LABEL_KEY}|{_LABEL_KEY}\s*(?:(?:==|=|!=)\s*{_LABEL_VALUE}"
+    rf"|\s(?:in|notin)\s*\(\s*{_LABEL_VALUE}(?:\s*,\s*{_LABEL_VALUE})*\s*\))?)\s*$"
+)
+
+
+def parse_namespaces(value: str, flag: str = "--namespaces") -> tuple[str, ...]:
+    """``a,b`` -> ("a", "b"); every name must be a namespace name (a DNS label)."""
+    names = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+    if not names:
+        raise ConfigError(f"{flag}: no namespace given")
+    for name in names:
+        if not _DNS_LABEL.match(name) or len(name) > 63:
+            raise ConfigError(f"{flag}: {name!r} is not a namespace name")
+    return names
+
+
+def parse_label_selector(value: str, flag: str = "--labels") -> str:
+    """Check a label selector's syntax here, so a typo fails at start instead of as an
+    API error on every list. Returned unchanged: the API server does the matching."""
+    parts = re.split(r",(?![^()]*\))", value)  # commas outside "in (a,b)"
+    for part in parts:
+        if not _REQUIREMENT.match(part):
+            raise ConfigError(
+                f"{flag}: {part.strip()!r} is not a label selector requirement (key=value, key!=value, key in (a,b), key, !key)"
+            )
+    return ",".join(p.strip() for p in parts)
+
+
+@dataclass(frozen=True)
+class WatchTiming:
+    """How the live source talks to the API server. Defaults follow client-go's
+    reflector; tests shorten them."""
+
+    page_size: int = 500  # LIST limit: a relist holds one page of raw objects at a time
+    watch_timeout: tuple[int, int] = (300, 600)  # server-side timeoutSeconds, drawn per watch
+    idle_timeout: float = 150.0  # nothing (not even a bookmark, ~1/min) for this long: dead stream
+    request_timeout: float = 60.0  # connecting, or reading one LIST page
+    backoff_initial: float = 0.8
+    backoff_cap: float = 30.0
+    retry_after_cap: float = 120.0  # trust Retry-After, but not beyond this
+    refetch_delay: float = 1.0  # see sources.legacy: wait before fetching an unshadowed Endpoints
+
+
+IN_CLUSTER_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
 @dataclass(frozen=True)
 class OverloadConfig:
     """Limits that keep svcdns answering under floods and bad clients (issue 7)."""
@@ -73,6 +126,7 @@ class ServeConfig:
     health: tuple[str, int] | None = None
     pods: str = "insecure"
     endpoint_pod_names: bool = False
+    naive: bool = False  # benchmark baseline: dnslib-parse and resolve every query
     poll_interval: float = 1.0
     example: bool = False  # serve the embedded example cluster
     service_cidrs: tuple = ()  # svcdns.ipam.ServiceCIDR ranges: allocate/validate manifest ClusterIPs
@@ -89,4 +143,48 @@ class ServeConfig:
     allow_recursion: tuple[str, ...] = PRIVATE_NETWORKS
     allow_transfer: tuple[str, ...] = ()
     overload: OverloadConfig = OverloadConfig()
+    metrics: tuple[str, int] | None = None  # extra /metrics listener
+    kubeconfig: str | None = None  # live API through this kubeconfig
+    namespaces: tuple[str, ...] = ()  # () = all namespaces
+    labels: str | None = None  # label selector for Services (and their endpoints)
+    serviceaccount_dir: str = IN_CLUSTER_DIR  # in-cluster token and CA
+    watch: WatchTiming = WatchTiming()
     extra: dict = field(default_factory=dict)
+
+
+PROXY_MODES = ("userspace", "iptables", "ipvs", "nftables")
+PROXY_SCHEDULERS = ("rr", "lc", "dh", "sh", "sed", "nq")
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """``svcdns proxy`` settings (flags are a contract: see the README)."""
+
+    mode: str
+    node_name: str
+    manifests: tuple[str, ...] = ()
+    kubeconfig: str | None = None  # neither this nor manifests: in-cluster
+    cluster_cidrs: tuple[str, ...] = ()
+    scheduler: str = "rr"
+    once: bool = False
+    dry_run: bool = False
+    min_sync_period: float = 1.0
+    sync_period: float = 30.0  # periodic full resync, as kube-proxy's --sync-period
+    health: tuple[str, int] | None = None
+    poll_interval: float = 1.0
+    service_cidrs: tuple = ()  # svcdns.ipam ranges: allocate/validate manifest ClusterIPs, as serve does
+    serviceaccount_dir: str = IN_CLUSTER_DIR
+    watch: WatchTiming = WatchTiming()
+
+
+def parse_cidrs(value: str, flag: str) -> tuple[str, ...]:
+    """One CIDR, or an IPv4 and an IPv6 one separated by a comma (kube-proxy's form)."""
+    out = []
+    for part in value.split(","):
+        try:
+            out.append(str(ipaddress.ip_network(part.strip(), strict=False)))
+        except ValueError:
+            raise ConfigError(f"{flag}: {part.strip()!r} is not a CIDR such as 10.244.0.0/16") from None
+    if len(out) > 2 or len({":" in c for c in out}) != len(out):
+        raise ConfigError(f"{flag}: give at most one IPv4 and one IPv6 CIDR, got {value!r}")
+    return tuple(out)

@@ -11,9 +11,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 class HealthServer:
     """``ready`` decides /ready (200 only after the first full sync, 503 when draining)."""
 
-    def __init__(self, host: str, port: int, ready: Callable[[], bool], registry: CollectorRegistry):
+    def __init__(self, host: str, port: int, ready: Callable[[], bool], registry: CollectorRegistry, healthy: Callable[[], bool] | None = None):
         self.host, self.port = host, port
         self.ready = ready
+        self.healthy = healthy  # None: alive means healthy
         self.registry = registry
         self._runner: web.AppRunner | None = None
 
@@ -33,7 +34,9 @@ class HealthServer:
             await self._runner.cleanup()
 
     async def _health(self, request: web.Request) -> web.Response:
-        return web.Response(text="OK\n")
+        if self.healthy is None or self.healthy():
+            return web.Response(text="OK\n")
+        return web.Response(status=503, text="unhealthy\n")
 
     async def _ready(self, request: web.Request) -> web.Response:
         if self.ready():

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .dns.recursion import Recursor
     from .dns.server import Latency
     from .dns.tcp import TcpConnections
+    from .sources.kube import KubeSource
     from .store import ClusterState
 
 RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED", 16: "BADVERS"}
@@ -42,6 +43,9 @@ class Metrics:
         if recursor is not None or autopath is not None:
             self.registry.register(RecursionCollector(recursor, autopath))
 
+    def add_kube(self, source: "KubeSource") -> None:
+        self.registry.register(KubeCollector(source))
+
 
 class DnsCollector:
     """Exposes the DNS handler's counters, latency and the state's size and freshness."""
@@ -56,7 +60,8 @@ class DnsCollector:
         responses = CounterMetricFamily("svcdns_dns_responses", "DNS responses by rcode.", labels=["rcode"])
         by_type: dict[str, int] = {}
         by_rcode: dict[str, int] = {}
-        for (qtype, rcode), n in list(self.handler.counts.items()):
+        for code, n in list(self.handler.counts.items()):
+            qtype, rcode = code >> 5, code & 31
             t = qtype_name(qtype)
             by_type[t] = by_type.get(t, 0) + n
             r = RCODE_NAMES.get(rcode, "other")
@@ -170,3 +175,41 @@ class RecursionCollector:
         )
         entries = len(cache.entries) + len(cache.composed)
         yield GaugeMetricFamily("svcdns_cache_entries", "Answers held in the forwarding cache.", value=entries)
+
+
+class KubeCollector:
+    """The live source's health, per kind (namespaced reflectors of one kind summed):
+    how stale the state may be, how often watches restart and lists are redone."""
+
+    def __init__(self, source: "KubeSource"):
+        self.source = source
+
+    def collect(self):
+        age = GaugeMetricFamily(
+            "svcdns_source_sync_age_seconds",
+            "Seconds since the state of this kind was last known to match the API (0 while its watch is open).",
+            labels=["kind"],
+        )
+        synced = GaugeMetricFamily("svcdns_source_synced", "1 once this kind's first LIST completed.", labels=["kind"])
+        objects = GaugeMetricFamily("svcdns_source_objects", "Objects of this kind the API server holds for us.", labels=["kind"])
+        restarts = CounterMetricFamily(
+            "svcdns_source_watch_restarts", "Watches that ended and were reopened, by reason.", labels=["kind", "reason"]
+        )
+        relists = CounterMetricFamily("svcdns_source_relists", "LISTs after the first (410 Gone, lost history).", labels=["kind"])
+        errors = CounterMetricFamily("svcdns_source_api_errors", "Failed LIST/WATCH requests, each followed by a backoff.", labels=["kind"])
+        by_kind: dict[str, list] = {}
+        for r in self.source.reflectors:
+            by_kind.setdefault(r.kind, []).append(r)
+        for kind, group in sorted(by_kind.items()):
+            age.add_metric([kind], max(r.stats.sync_age() for r in group))
+            synced.add_metric([kind], int(all(r.stats.synced for r in group)))
+            objects.add_metric([kind], sum(len(r.known) for r in group))
+            reasons: dict[str, int] = {}
+            for r in group:
+                for reason, n in r.stats.restarts.items():
+                    reasons[reason] = reasons.get(reason, 0) + n
+            for reason, n in sorted(reasons.items()):
+                restarts.add_metric([kind, reason], n)
+            relists.add_metric([kind], sum(r.stats.relists for r in group))
+            errors.add_metric([kind], sum(r.stats.api_errors for r in group))
+        yield from (age, synced, objects, restarts, relists, errors)

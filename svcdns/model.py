@@ -118,7 +118,7 @@ def _ip(value: Any, path: str) -> str:
     ip = normalize_ip(value)
     if ip is None:
         raise ObjectError(path, f"not a valid IP address: {value!r}", value)
-    return intern(ip)
+    return ip  # not interned: an address is unique per endpoint, interning would only add a table entry
 
 
 def _labels(obj: Mapping[str, Any], key: str, path: str) -> tuple[tuple[str, str], ...]:
@@ -454,12 +454,12 @@ class EndpointSlice:
                     ready=ready,
                     serving=serving,
                     terminating=terminating,
-                    hostname=intern(hostname),
+                    hostname=hostname,
                     node_name=intern(_str(raw, "nodeName", path, "") or ""),
                     zone=intern(_str(raw, "zone", path, "") or ""),
                     hint_zones=tuple(intern(str(z.get("name", ""))) for z in _list(hints, "forZones", f"{path}.hints") if isinstance(z, dict)),
                     hint_nodes=tuple(intern(str(z.get("name", ""))) for z in _list(hints, "forNodes", f"{path}.hints") if isinstance(z, dict)),
-                    target_name=intern(_str(target, "name", f"{path}.targetRef", "") or "") if target.get("kind", "Pod") == "Pod" else "",
+                    target_name=(_str(target, "name", f"{path}.targetRef", "") or "") if target.get("kind", "Pod") == "Pod" else "",
                 )
             )
         return cls(meta.namespace, meta.name, intern(service), intern(address_type), tuple(ports), tuple(endpoints))
@@ -507,12 +507,12 @@ class Endpoints:
                             ready=ready,
                             serving=ready,
                             terminating=False,
-                            hostname=intern(hostname),
+                            hostname=hostname,
                             node_name=intern(_str(raw, "nodeName", apath, "") or ""),
                             zone="",
                             hint_zones=(),
                             hint_nodes=(),
-                            target_name=intern(_str(target, "name", f"{apath}.targetRef", "") or ""),
+                            target_name=_str(target, "name", f"{apath}.targetRef", "") or "",
                         )
                     )
             for family, eps in by_family.items():

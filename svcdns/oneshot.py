@@ -21,7 +21,7 @@ from .store import ClusterState
 log = logging.getLogger("svcdns")
 
 SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-LIVE_SOURCE_MISSING = "reading Services from the Kubernetes API is not available in this build of svcdns yet; give --manifests PATH"
+LIVE_SYNC_TIMEOUT = 30.0  # seconds to list the cluster before giving up
 
 
 class CommandError(Exception):
@@ -35,11 +35,7 @@ def in_cluster() -> bool:
 
 def check_source(args: argparse.Namespace) -> None:
     """--manifests, --kubeconfig or in-cluster: one of them, and manifests that exist."""
-    if getattr(args, "kubeconfig", None):
-        raise CommandError(f"--kubeconfig {args.kubeconfig}: {LIVE_SOURCE_MISSING}")
-    if not args.manifests:
-        if in_cluster():
-            raise CommandError(f"in-cluster: {LIVE_SOURCE_MISSING}")
+    if not args.manifests and not getattr(args, "kubeconfig", None) and not in_cluster():
         raise CommandError("no cluster to read: give --manifests PATH or --kubeconfig PATH, or run inside a cluster")
     for path in args.manifests:
         if not os.path.exists(path):
@@ -53,6 +49,35 @@ def load(paths: list[str], cidrs: tuple) -> tuple[ClusterState, ManifestSource]:
     source = ManifestSource(paths, state, services_hook=hook)
     source.load()
     return state, source
+
+
+def load_live(kubeconfig: str | None, timeout: float = LIVE_SYNC_TIMEOUT) -> ClusterState:
+    """One full list of the cluster (kubeconfig, or the pod's service account), as the
+    live source of `svcdns serve` would see it at its first sync; then disconnect."""
+    import asyncio
+
+    from .config import IN_CLUSTER_DIR
+    from .sources.kube import KubeOptions, KubeSource
+    from .sources.kubeauth import api_client
+
+    async def sync() -> ClusterState:
+        state = ClusterState()
+        try:
+            api = await api_client(kubeconfig, IN_CLUSTER_DIR)
+        except Exception as e:  # a missing or unreadable kubeconfig or token
+            raise CommandError(str(e) if kubeconfig else f"in-cluster: {e}") from None  # the message names the kubeconfig
+        source = KubeSource(api, state, KubeOptions(endpoints=False))
+        task = asyncio.ensure_future(source.run())
+        try:
+            await asyncio.wait_for(source.synced.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise CommandError(f"the Kubernetes API did not list the cluster within {timeout:.0f} s") from None
+        finally:
+            task.cancel()
+            await source.close()
+        return state
+
+    return asyncio.run(sync())
 
 
 def write_atomic(path: str, text: str) -> None:
@@ -79,10 +104,15 @@ def write_atomic(path: str, text: str) -> None:
 
 def run_env(args: argparse.Namespace) -> int:
     check_source(args)
-    state, _ = load(args.manifests, args.service_cluster_ip_range)
     ns = args.namespace
-    if not state.namespace_exists(ns):
-        log.warning("namespace %s has no objects in the manifests; only default/kubernetes can apply", ns)
+    if args.manifests:
+        state, _ = load(args.manifests, args.service_cluster_ip_range)
+        if not state.namespace_exists(ns):
+            log.warning("namespace %s has no objects in the manifests; only default/kubernetes can apply", ns)
+    else:  # the API server allocated every ClusterIP already: no --service-cluster-ip-range here
+        state = load_live(args.kubeconfig)
+        if not state.namespace_exists(ns):
+            log.warning("namespace %s does not exist in the cluster; only default/kubernetes can apply", ns)
     env = service_env(state.services.values(), ns, enable_service_links=not args.no_service_links)
     for clash in env.clashes:
         log.warning(

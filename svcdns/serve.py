@@ -10,11 +10,12 @@ period; a second signal cuts it short.
 from __future__ import annotations
 
 import asyncio
-import os
 import logging
+import os
 import signal
 import time
 from importlib import resources
+from typing import Mapping
 
 from .config import ServeConfig
 from .dns.acl import AccessList
@@ -22,6 +23,7 @@ from .dns.autopath import AutoPath
 from .dns.cache import ForwardCache
 from .dns.compiler import AnswerTable
 from .dns.handler import DnsHandler
+from .dns.naive import NaiveHandler
 from .dns.records import Resolver, ResolverConfig
 from .dns.recursion import Recursor
 from .dns.overload import RateLimiter
@@ -31,6 +33,7 @@ from .dns.upstream import UpstreamGroup
 from .http import HealthServer
 from .ipam import ClusterIPAllocator
 from .metrics import Metrics
+from .sources.kubeauth import in_cluster
 from .sources.manifests import ManifestSource
 from .store import ClusterState
 
@@ -42,6 +45,17 @@ def example_manifests() -> str:
     return str(resources.files("svcdns") / "examples" / "cluster.yaml")
 
 
+def choose_source(config: ServeConfig, environ: Mapping[str, str] = os.environ) -> str:
+    """``manifests`` when --manifests is given; else ``kube`` with --kubeconfig or inside
+    a pod (API address in the environment and a service account token mounted); else
+    ``example``, the embedded example cluster."""
+    if config.manifests:
+        return "manifests"
+    if config.kubeconfig or in_cluster(config.serviceaccount_dir, environ):
+        return "kube"
+    return "example"
+
+
 class Server:
     """One svcdns DNS server. ``await start()`` binds and loads; ``await close()`` stops."""
 
@@ -49,7 +63,12 @@ class Server:
         # clock: what the forwarding cache ages entries by (tests pass one they control).
         self.config = config
         self.metrics = Metrics()
-        self.state = ClusterState(derive_endpoints=True, implicit_namespaces=True)
+        self.source_kind = choose_source(config)
+        if self.source_kind == "kube":
+            # A real cluster has an EndpointSlice controller and Namespace objects.
+            self.state = ClusterState(derive_endpoints=False, implicit_namespaces=False)
+        else:
+            self.state = ClusterState(derive_endpoints=True, implicit_namespaces=True)
         listen_host = config.listen[0]
         ns_fallback = (listen_host,) if listen_host not in ("0.0.0.0", "::") else ("127.0.0.1",)
         self.resolver = Resolver(
@@ -77,6 +96,8 @@ class Server:
             overload_action=config.overload.action,
             max_inflight=config.overload.max_inflight,
         )
+        if config.naive:
+            self.handler = NaiveHandler(self.state, self.resolver)
         over = config.overload
         self.dns = DnsServer(
             self.handler,
@@ -86,19 +107,24 @@ class Server:
             reuse_port=over.reuse_port,
         )
         self.metrics.add_dns(self.handler, self.dns.latency, self.table, self.state)
-        self.metrics.add_overload(self.handler, self.dns.tcp)
+        if not config.naive:
+            self.metrics.add_overload(self.handler, self.dns.tcp)
         self.metrics.add_recursion(self.recursor, self.autopath)
-        paths = list(config.manifests) or [example_manifests()]
-        self.source = ManifestSource(
-            paths,
-            self.state,
-            interval=config.poll_interval,
-            on_error=lambda e: self.metrics.source_errors.labels("manifests").inc(),
-            services_hook=ClusterIPAllocator(config.service_cidrs, on_error=lambda e: self.metrics.source_errors.labels("manifests").inc())
-            if config.service_cidrs
-            else None,
-        )
+        self.source = None
+        if self.source_kind != "kube":
+            paths = list(config.manifests) or [example_manifests()]
+            self.source = ManifestSource(
+                paths,
+                self.state,
+                interval=config.poll_interval,
+                on_error=lambda e: self.metrics.source_errors.labels("manifests").inc(),
+                services_hook=ClusterIPAllocator(config.service_cidrs, on_error=lambda e: self.metrics.source_errors.labels("manifests").inc())
+                if config.service_cidrs
+                else None,
+            )
         self.health = HealthServer(*config.health, ready=self.ready, registry=self.metrics.registry) if config.health else None
+        # --metrics: a second listener for Prometheus on its conventional port (9153)
+        self.metrics_http = HealthServer(*config.metrics, ready=self.ready, registry=self.metrics.registry) if config.metrics else None
         self.draining = False
         self._tasks: list[asyncio.Task] = []
 
@@ -117,7 +143,16 @@ class Server:
                 raise
         if self.health:
             await self.health.start()
-        if not self.config.manifests:
+        if self.metrics_http:
+            await self.metrics_http.start()
+        if self.source_kind == "kube":
+            await self._start_kube()
+            return
+        if self.config.kubeconfig:
+            log.warning("--manifests given: serving them, not the cluster of --kubeconfig %s", self.config.kubeconfig)
+        if self.config.namespaces or self.config.labels:
+            log.warning("--namespaces and --labels apply to the live API only; the manifests are served whole")
+        if self.source_kind == "example":
             log.warning("no --manifests given and no cluster configured: serving the embedded example cluster (%s)", example_manifests())
         self.source.load()
         self._tasks.append(asyncio.ensure_future(self.source.run()))
@@ -128,6 +163,23 @@ class Server:
         if self.recursor is not None:
             for group in self.recursor.groups:
                 log.info("forwarding %s to %s", group.domain or "other names", ", ".join(up.name for up in group.upstreams))
+
+    async def _start_kube(self) -> None:
+        """Live API: answers (SERVFAIL for cluster names) and /health start at once;
+        /ready follows the first full sync of every watched kind."""
+        from .sources.kube import KubeOptions, KubeSource
+        from .sources.kubeauth import api_client
+
+        cfg = self.config
+        api = await api_client(cfg.kubeconfig, cfg.serviceaccount_dir)
+        # Pods cost memory; they are watched when a feature needs them: verified pod
+        # records, and autopath (a client's namespace comes from its pod's address).
+        options = KubeOptions(namespaces=cfg.namespaces, labels=cfg.labels, pods=cfg.pods == "verified" or self.autopath is not None)
+        self.source = KubeSource(api, self.state, options, cfg.watch, on_reject=self.metrics.source_errors.labels("kube").inc)
+        self.metrics.add_kube(self.source)
+        self._tasks.append(asyncio.ensure_future(self.source.run()))
+        log.info("serving %s on %s:%d (udp+tcp); waiting for the first full sync with the Kubernetes API",
+                 ", ".join(cfg.zones), self.dns.host, self.dns.port)
 
     async def close(self, lameduck: float = 0.0, interrupt: asyncio.Event | None = None) -> None:
         """Stop: report not-ready, keep answering ``lameduck`` seconds (cut short when
@@ -143,11 +195,15 @@ class Server:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.dns.close(grace=self.config.query_timeout)
+        if self.source_kind == "kube" and self.source is not None:
+            await self.source.close()
+        await self.dns.close(grace=self.config.query_timeout)  # pending forwarded answers still need the recursor
         if self.recursor is not None:
             self.recursor.close()
         if self.health:
             await self.health.close()
+        if self.metrics_http:
+            await self.metrics_http.close()
 
     async def serve_forever(self) -> None:
         signals: list[int] = []
@@ -160,7 +216,11 @@ class Server:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.close()
+            raise
         await stop.wait()
         lameduck = self.config.overload.lameduck if signals[0] == signal.SIGTERM else 0.0
         log.info("shutting down")

@@ -71,8 +71,11 @@ class ClusterState:
         self._objects_in_ns: dict[str, int] = defaultdict(int)
         self.pod_by_ip: dict[str, Pod] = {}
         self.service_by_ip: dict[str, Key] = {}
-        self.endpoint_ip_services: dict[str, tuple[Key, ...]] = {}
-        self._service_endpoint_ips: dict[Key, frozenset[str]] = {}
+        # endpoint IP -> the service key (one service: the common case) or a tuple of keys.
+        # 100,000 endpoints make this the largest index: no per-entry container when one will do.
+        self._endpoint_ip_services: dict[str, Key | tuple[Key, ...]] = {}
+        self._service_endpoint_ips: dict[Key, tuple[str, ...]] = {}
+        self._keys: dict[Key, Key] = {}  # one shared tuple per service key
         self._derived: dict[Key, tuple[EndpointSlice, ...]] = {}
         self._pending = Delta()
         self._subscribers: list[Callable[[Delta], None]] = []
@@ -205,6 +208,10 @@ class ClusterState:
             names |= set(self._objects_in_ns)
         return names
 
+    def has_slices(self, key: Key) -> bool:
+        """True when EndpointSlices name this service (its Endpoints, if any, are then unused)."""
+        return bool(self._slices_by_service.get(key))
+
     def service_slices(self, key: Key) -> tuple[EndpointSlice, ...]:
         """The slices that are a service's endpoints: its EndpointSlices; else its legacy
         Endpoints (mirrored); else, where enabled, slices derived from selected pods."""
@@ -224,22 +231,36 @@ class ClusterState:
                 self._derived[key] = derive_slices(svc, (p for p in self.pods.values() if p.namespace == svc.namespace))
             else:
                 self._derived.pop(key, None)
-        new_ips = frozenset(
+        new_ips = {
             a for s in self.service_slices(key) if s.address_type != "FQDN" for e in s.endpoints for a in e.addresses
-        ) if svc is not None else frozenset()
-        old_ips = self._service_endpoint_ips.get(key, frozenset())
-        for ip in old_ips - new_ips:
-            rest = tuple(k for k in self.endpoint_ip_services.get(ip, ()) if k != key)
-            if rest:
-                self.endpoint_ip_services[ip] = rest
-            else:
-                self.endpoint_ip_services.pop(ip, None)
-        for ip in new_ips - old_ips:
-            self.endpoint_ip_services[ip] = self.endpoint_ip_services.get(ip, ()) + (key,)
+        } if svc is not None else set()
+        old_ips = set(self._service_endpoint_ips.get(key, ()))
+        index = self._endpoint_ip_services
         if new_ips:
-            self._service_endpoint_ips[key] = new_ips
+            key = self._keys.setdefault(key, key)
+        for ip in old_ips - new_ips:
+            rest = tuple(k for k in self.services_with_endpoint_ip(ip) if k != key)
+            if len(rest) > 1:
+                index[ip] = rest
+            elif rest:
+                index[ip] = rest[0]
+            else:
+                index.pop(ip, None)
+        for ip in new_ips - old_ips:
+            have = index.get(ip)
+            index[ip] = key if have is None else (*self.services_with_endpoint_ip(ip), key)
+        if new_ips:
+            self._service_endpoint_ips[key] = tuple(new_ips)
         else:
             self._service_endpoint_ips.pop(key, None)
+            self._keys.pop(key, None)
+
+    def services_with_endpoint_ip(self, ip: str) -> tuple[Key, ...]:
+        """The services that have ``ip`` among their endpoints (for PTR answers)."""
+        have = self._endpoint_ip_services.get(ip)
+        if have is None:
+            return ()
+        return (have,) if type(have[0]) is str else have
 
 
 def derive_slices(svc: Service, pods: Iterable[Pod]) -> tuple[EndpointSlice, ...]:

@@ -334,11 +334,11 @@ def test_variable_clash_is_reported_and_deterministic(tmp_path):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--kubeconfig", "/nonexistent/kubeconfig"], "error: --kubeconfig /nonexistent/kubeconfig: reading Services from the Kubernetes API is not available"),
+        (["--kubeconfig", "/nonexistent/kubeconfig"], "error: --kubeconfig /nonexistent/kubeconfig: "),
         ([], "error: no cluster to read: give --manifests PATH or --kubeconfig PATH"),
         (["--manifests", "/nonexistent.yaml"], "error: --manifests /nonexistent.yaml: no such file or directory"),
     ],
-    ids=["kubeconfig not in this build", "no source", "missing manifest"],
+    ids=["missing kubeconfig", "no source", "missing manifest"],
 )
 def test_source_errors(args, message):
     result = svcdns("env", "--namespace", "default", *args, env={k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"})
@@ -372,20 +372,45 @@ def test_allocated_addresses_reach_the_environment(tmp_path):
     assert env["CACHE_PORT_11211_TCP"] == f"tcp://{rows['default/cache']}:11211"
 
 
-def test_in_cluster_without_live_source_fails_clearly(tmp_path, monkeypatch, capsys):
+def test_in_cluster_reads_the_live_api(tmp_path, monkeypatch, capsys):
     """Inside a pod (kubelet's KUBERNETES_SERVICE_HOST and a service-account token) no
-    source flag is needed; until the API source lands that must fail, not print nothing."""
+    source flag is needed: the pod's own cluster is read."""
     from svcdns import cli, oneshot
+    from svcdns.store import ClusterState
 
     token = tmp_path / "token"
     token.write_text("t")
     monkeypatch.setattr(oneshot, "SERVICE_ACCOUNT_TOKEN", str(token))
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    asked = []
+    monkeypatch.setattr(oneshot, "load_live", lambda kubeconfig: asked.append(kubeconfig) or ClusterState())
     args = cli.build_parser().parse_args(["env", "--namespace", "default"])
-    assert args.run(args) == 1  # (not cli.main: it would reconfigure logging for the whole test run)
-    out = capsys.readouterr()
-    assert out.out == ""
-    assert out.err.startswith("error: in-cluster: reading Services from the Kubernetes API is not available in this build")
+    assert args.run(args) == 0  # (not cli.main: it would reconfigure logging for the whole test run)
+    assert asked == [None], "in a pod, the service account (no kubeconfig) is used"
+
+
+def test_env_from_the_kubernetes_api(tmp_path):
+    """`svcdns env --kubeconfig` lists the cluster once and prints kubelet's variables,
+    the same as from manifests holding the same objects."""
+    from tests.kubeapi import objects as o
+    from tests.kubeapi.server import KubeApi
+
+    with KubeApi() as api:
+        api.put(
+            o.namespace("default"),
+            o.namespace("web"),
+            o.service("default", "kubernetes", "10.0.0.1", ports=(("https", 443),)),
+            o.service("web", "frontend", "10.0.10.1"),
+            o.service("web", "db", "None", ports=(("pg", 5432),)),
+            o.service("other", "hidden", "10.0.20.1"),
+        )
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+        result = svcdns("env", "--kubeconfig", kubeconfig, "--namespace", "web")
+    assert result.returncode == 0, result.stderr
+    env = parse_env_lines(result.stdout)
+    assert env["KUBERNETES_SERVICE_HOST"] == "10.0.0.1" and env["KUBERNETES_SERVICE_PORT_HTTPS"] == "443"
+    assert env["FRONTEND_SERVICE_HOST"] == "10.0.10.1"
+    assert not any(k.startswith(("DB_", "HIDDEN_")) for k in env), "headless and other namespaces give nothing"
 
 
 def test_range_flag_reaches_serve_config():

@@ -14,8 +14,6 @@ import struct
 import time
 from typing import Iterable
 
-from cachetools import LRUCache
-
 from ..model import Service
 from ..store import ClusterState, Delta
 from .names import endpoint_hostname, reverse_name
@@ -37,6 +35,24 @@ def decode_key(key: bytes) -> tuple[str, int]:
     return ".".join(labels), struct.unpack(">H", key[i + 1 : i + 3])[0]
 
 
+class BoundedDict(dict):
+    """A dict that forgets its oldest entry when full. Reads are plain ``dict.get`` (C
+    speed: the hot path reads this on every table miss); cachetools' LRUCache costs a
+    Python-level call per read. Entries are emptied at every cluster change anyway, so
+    least-recently-*inserted* eviction is as good as LRU here."""
+
+    __slots__ = ("maxsize",)
+
+    def __init__(self, maxsize: int):
+        super().__init__()
+        self.maxsize = maxsize
+
+    def __setitem__(self, key, value) -> None:
+        if len(self) >= self.maxsize and key not in self:
+            del self[next(iter(self))]
+        super().__setitem__(key, value)
+
+
 class AnswerTable:
     """question key -> stored answer (see wire.compact), for every precompiled question.
 
@@ -49,7 +65,7 @@ class AnswerTable:
         self.resolver = resolver
         self.recursion_available = recursion_available
         self.answers: dict[bytes, bytes] = {}
-        self.slow: LRUCache = LRUCache(maxsize=slow_cache_size)
+        self.slow = BoundedDict(slow_cache_size)
         self.last_change = 0.0
         self.compile_seconds = 0.0
         self._owned: dict[Key, tuple[bytes, ...]] = {}
@@ -86,7 +102,7 @@ class AnswerTable:
         if answer is None or answer.rcode != NOERROR or (answer.chase and self.recursion_available):
             self.answers.pop(qkey, None)
         else:
-            self.answers[qkey] = pack_stored(name, qtype, answer, recursion_available=self.recursion_available)
+            self.answers[qkey] = pack_stored(name, qtype, answer, recursion_available=self.recursion_available, key=qkey)
 
     def questions(self, svc: Service) -> Iterable[tuple[str, int]]:
         """The questions precompiled for one service: what pods ask all day (A, AAAA,
@@ -97,7 +113,10 @@ class AnswerTable:
         answer costs ~250 bytes; at 100,000 endpoints the choice is worth ~30 MB."""
         for zone in self.resolver.zones:
             fqdn = f"{svc.name}.{svc.namespace}.svc.{zone}"
-            yield from ((fqdn, t) for t in (T_A, T_AAAA, T_SRV))
+            yield fqdn, T_A
+            yield fqdn, T_AAAA
+            if svc.headless or not any(p.name for p in svc.ports):  # else clients ask _port._proto names
+                yield fqdn, T_SRV
             if svc.type == "ExternalName":
                 yield fqdn, T_CNAME
                 continue

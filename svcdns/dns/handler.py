@@ -46,18 +46,6 @@ _SLOW_TYPES = {b"\x00\xfc", b"\x00\xfb", b"\x00\x29"}  # AXFR, IXFR, OPT: the sl
 _TEXT_SAFE = frozenset(range(0x21, 0x7F)) - {ord("."), ord("\\")}
 
 
-
-def _text_safe(key: bytes) -> bool:
-    """Every label of a question key is made of _TEXT_SAFE bytes."""
-    i = 0
-    while key[i]:
-        n = key[i]
-        if not _TEXT_SAFE.issuperset(key[i + 1 : i + 1 + n]):
-            return False
-        i += n + 1
-    return True
-
-
 class DnsHandler:
     """Turns one query into one response (or None: drop)."""
 
@@ -82,9 +70,9 @@ class DnsHandler:
         self.cached = recursor.cached if recursor is not None else None
         self.autopath = autopath
         self.allow_transfer = allow_transfer
-        # (qtype, rcode) -> count. Plain ints: a labelled prometheus call per query would
+        # qtype << 5 | rcode -> count. Plain ints: a labelled prometheus call per query would
         # cost more than the whole hot path; the metrics collector reads these at scrape.
-        self.counts: defaultdict[tuple[int, int], int] = defaultdict(int)
+        self.counts: defaultdict[int, int] = defaultdict(int)
         self.dropped = 0
         self._big: dict[tuple[bytes, int], tuple[bytes, bytes]] = {}  # (key, limit) -> (stored, fitted)
         # Overload (see overload.py): the rate limit is checked first, before any work; the
@@ -105,12 +93,10 @@ class DnsHandler:
             # QR=0, opcode QUERY, one question and no answer/authority records?
             if n < 17 or data[2] & 0xF8 or data[4:10] != _QUERY_COUNTS:
                 return self.slow(data, client, tcp)
-            i = 12
-            while data[i]:
-                if data[i] > 63:  # a compression pointer in a question: slow path
-                    return self.slow(data, client, tcp)
-                i += data[i] + 1
-            qend = i + 1
+            # The question name ends at the first zero byte (found in C, not a Python loop
+            # over labels). A key found in a table is a well-formed name by construction;
+            # a miss is checked label by label before anything reads it (_well_formed).
+            qend = data.index(0, 12) + 1
             end = qend + 4
             if end > n:
                 return self.slow(data, client, tcp)
@@ -137,7 +123,7 @@ class DnsHandler:
                     if stored is None:
                         return self.slow(data, client, tcp)
             return self.stamp(data, key, stored, end, edns, limit)
-        except Exception:  # IndexError for short packets; anything else is a bug the slow path contains
+        except Exception:  # IndexError/ValueError for short packets; anything else is a bug the slow path contains
             return self.slow(data, client, tcp)
 
     def over_limit(self, data: bytes, reason: str) -> bytes | None:
@@ -159,10 +145,8 @@ class DnsHandler:
         dnslib parse. None sends it down the slow path: names that are not the cluster's
         (forwarding), odd types, NXDOMAINs autopath may turn around for a pod, and
         ExternalName targets to chase upstream."""
-        if key[-2:] != b"\x00\x01" or key[-4:-2] in _SLOW_TYPES:
-            return None
-        if not _text_safe(key):  # a name its text cannot spell: the slow path answers FORMERR
-            return None
+        if key[-2:] != b"\x00\x01" or key[-4:-2] in _SLOW_TYPES or not _well_formed(key):
+            return None  # (a name its text cannot spell goes to the slow path: FORMERR)
         qname, qtype = decode_key(key)
         reverse = qname.endswith((".in-addr.arpa", ".ip6.arpa"))
         in_zone = self.resolver.zone_of(qname) is not None
@@ -181,16 +165,22 @@ class DnsHandler:
         return stored
 
     def stamp(self, data: bytes, key: bytes, stored: bytes, end: int, edns: bool, limit: int) -> bytes:
-        """Response = client's ID + stored flags with the client's RD/CD + stored counts +
-        the client's question bytes (its spelling, 0x20) + stored records (+ OPT)."""
+        """Response = client's ID + stored flags (RD set) and counts + the client's
+        question bytes (its spelling, 0x20) + stored records (+ OPT). A client that did
+        not set RD, or set CD, gets its own bits back."""
         if len(stored) + end - 10 + (11 if edns else 0) > limit:
             stored = self._fit(key, stored, limit - (11 if edns else 0))
-        self.counts[(data[end - 4] << 8 | data[end - 3], stored[1] & 0x0F)] += 1
-        flags = bytes((stored[0] | (data[2] & 0x01), stored[1] | (data[3] & 0x10)))
-        if not edns:
-            return data[:2] + flags + stored[2:10] + data[12:end] + stored[10:]
+        self.counts[data[end - 4] << 13 | data[end - 3] << 5 | stored[1] & 0x0F] += 1  # qtype << 5 | rcode
+        if data[2] & 0x01 and not data[3] & 0x10:
+            if not edns:
+                return data[:2] + stored[:10] + data[12:end] + stored[10:]
+            head = stored[:8]
+        else:
+            head = bytes((stored[0] & 0xFE | data[2] & 0x01, stored[1] | data[3] & 0x10)) + stored[2:8]
+            if not edns:
+                return data[:2] + head + stored[8:10] + data[12:end] + stored[10:]
         arcount = (stored[8] << 8 | stored[9]) + 1
-        return data[:2] + flags + stored[2:8] + arcount.to_bytes(2, "big") + data[12:end] + stored[10:] + OPT_RR
+        return data[:2] + head + arcount.to_bytes(2, "big") + data[12:end] + stored[10:] + OPT_RR
 
     def _fit(self, key: bytes, stored: bytes, limit: int) -> bytes:
         """The form of an oversize answer that fits ``limit`` (large headless services
@@ -352,7 +342,7 @@ class DnsHandler:
         if not tcp:  # AXFR is TCP only (RFC 5936); a UDP IXFR learns the serial and comes back
             return self._count(soa_only(request, self.table, zone), qtype, 0) if qtype == T_IXFR else self._refuse(request, edns)
         messages = transfer_messages(request, self.table, zone)
-        self.counts[(qtype, 0)] += 1
+        self.counts[qtype << 5] += 1
         log.info("zone transfer of %s to %s: %d messages", zone, client, len(messages))
         return messages
 
@@ -378,10 +368,23 @@ class DnsHandler:
         if wire is None:
             self.dropped += 1
         else:
-            self.counts[(qtype, rcode)] += 1
+            self.counts[qtype << 5 | rcode] += 1  # rcode < 32 (BADVERS is 16)
             wire = bytes(wire)  # dnslib packs into a bytearray; transports want bytes
         return wire
 
+
+
+def _well_formed(key: bytes) -> bool:
+    """Labels of 1-63 bytes (no compression pointer) ending exactly at the question's
+    type and class, a name of at most 255 bytes, and no byte a hostname never holds
+    (only _TEXT_SAFE bytes: the name's text must spell the same name)."""
+    i, end = 0, len(key) - 5
+    while i < end:
+        n = key[i]
+        if not 0 < n < 64 or not _TEXT_SAFE.issuperset(key[i + 1 : i + 1 + n]):
+            return False
+        i += n + 1
+    return i == end and end < 255 and b"\x00" not in key[:end]
 
 
 _COMMON = {0, 1, 2, 5, 6, 12, 15, 16, 28, 33, 35, 64, 65, 251, 252, 255}

@@ -291,7 +291,7 @@ class Resolver:
         if key is not None:
             return [f"{key[1]}.{key[0]}.svc.{zone}"]
         names = []
-        for key in self.state.endpoint_ip_services.get(ip, ()):
+        for key in self.state.services_with_endpoint_ip(ip):
             svc = self.state.services.get(key)
             if svc is None:
                 continue

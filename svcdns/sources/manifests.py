@@ -221,7 +221,10 @@ def parse_file(path: str, previous: dict[ObjKey, Record] | None = None) -> tuple
             if rkey in objects:
                 errors.append(ManifestError(path, number, desc, "metadata.name", "duplicate: an earlier document of this file defines it; keeping the first"))
                 continue
-            objects[rkey] = rec
+            old = previous.get(rkey)
+            # An unchanged object keeps its existing record, so a full re-read of a large
+            # file never holds two copies of the cluster (and the store sees no change).
+            objects[rkey] = old if old == rec else rec
     if broken_doc:
         for key, rec in previous.items():
             objects.setdefault(key, rec)

@@ -107,3 +107,17 @@ def test_cluster_names_get_servfail_before_the_first_sync(tmp_path):
     state.mark_synced()
     state.commit()
     assert dns.message.from_wire(handler.handle(wire, "127.0.0.1", False)).rcode() == dns.rcode.NXDOMAIN
+
+
+@pytest.mark.parametrize("name,qtype,want", [
+    ("my-service.default.svc.cluster.local.", "A", ["my-service.default.svc.cluster.local. 5 IN A 10.0.23.45"]),
+    ("_http._tcp.my-service.web.svc.cluster.local.", "SRV", ["_http._tcp.my-service.web.svc.cluster.local. 5 IN SRV 0 100 80 my-service.web.svc.cluster.local."]),
+    ("nope.default.svc.cluster.local.", "A", []),
+])
+def test_naive_baseline_answers_the_same(serve, name, qtype, want):
+    """--naive (the benchmark baseline) gives the answers the fast path gives."""
+    naive, fast = serve(naive=True), serve()
+    for srv in (naive, fast):
+        reply = srv.query(name, qtype)
+        assert rrset_texts(reply.answer) == want
+    assert naive.query(name, qtype).rcode() == fast.query(name, qtype).rcode()

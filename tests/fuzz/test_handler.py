@@ -75,7 +75,7 @@ def test_stored_answers_round_trip(example_server):
     """compact/expand, the stored-answer codec every hot-path answer goes through, on
     every answer of the example cluster's table."""
     answers = example_server.call(lambda: dict(example_server.server.table.answers))
-    assert len(answers) > 40
+    assert len(answers) > 20, "the table is populated"
     for key, stored in answers.items():
         template = expand(stored, key)
         assert compact(template, key) == stored

@@ -1,0 +1,120 @@
+"""Golden rendering, table-driven: every case in tests/proxy/cases/*.yaml, rendered in
+every mode, must equal tests/proxy/golden/<case>.<mode> (what ``--dry-run`` prints for a
+fresh node). Regenerate after a deliberate change with ``UPDATE_GOLDEN=1 pytest
+tests/proxy/test_render.py`` and review the diff.
+
+Beside the whole-text goldens, a few assertions spell out the kube-proxy facts the
+goldens must embody, so a regenerated golden cannot silently lose them."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+
+import pytest
+
+from svcdns.proxy.backends.iptables import IptablesBackend, render
+from svcdns.proxy.backends.ipvs import IpvsBackend
+from svcdns.proxy.backends.nftables import NftablesBackend
+from svcdns.proxy.backends.nftables import render as nft_render
+from svcdns.proxy.backends.userspace import UserspaceBackend
+from svcdns.proxy.proxier import Proxier
+from svcdns.sources.manifests import ManifestSource
+from svcdns.store import ClusterState
+
+HERE = Path(__file__).parent
+CASES = sorted(p.stem for p in (HERE / "cases").glob("*.yaml"))
+BACKENDS = {
+    "iptables": IptablesBackend,
+    "nftables": NftablesBackend,
+    "ipvs": lambda: IpvsBackend("rr"),
+    "userspace": lambda: UserspaceBackend("rr"),
+}
+CIDRS = ("10.180.0.0/16", "fd00:180::/64")
+
+
+def proxier_for(case: str, backend) -> Proxier:
+    state = ClusterState(derive_endpoints=True, implicit_namespaces=True)
+    ManifestSource([str(HERE / "cases" / f"{case}.yaml")], state).load()
+    proxier = Proxier(state, backend, "node-a", CIDRS)
+    proxier.checkout()
+    return proxier
+
+
+@pytest.mark.parametrize("mode", BACKENDS)
+@pytest.mark.parametrize("case", CASES)
+def test_golden(case, mode):
+    proxier = proxier_for(case, BACKENDS[mode]())
+    got = proxier.backend.render_all(proxier.view)
+    path = HERE / "golden" / f"{case}.{mode}"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(got)
+    want = path.read_text()
+    if got != want:
+        diff = "".join(difflib.unified_diff(want.splitlines(True), got.splitlines(True), str(path), "rendered"))
+        pytest.fail(f"{case} in {mode} mode differs from its golden file:\n{diff}")
+
+
+def lines(text: str, needle: str) -> list[str]:
+    return [ln for ln in text.splitlines() if needle in ln]
+
+
+def test_iptables_even_split_probabilities():
+    text = render(proxier_for("cluster-ip", None).view).text
+    dispatch = lines(text, "-A KUBE-SVC-")
+    probs = [ln.split("--probability ")[1].split()[0] for ln in dispatch if "--probability" in ln]
+    assert probs == ["0.3333333333", "0.5000000000"]
+    assert "--probability" not in dispatch[-1]
+
+
+def test_iptables_uses_kube_proxy_chain_names():
+    text = render(proxier_for("cluster-ip", None).view).text
+    # the names kube-proxy gives ns1/svc1:p80 and its endpoint 10.180.0.1:80 (its own tests)
+    assert "-j KUBE-SVC-XPGD46QRK7WJZT7O" in text
+    assert ":KUBE-SEP-SXIVWICOYRO3J4NJ - [0:0]" in text
+    assert "-A KUBE-SEP-SXIVWICOYRO3J4NJ -m comment --comment ns1/svc1:p80 -m tcp -p tcp -j DNAT --to-destination 10.180.0.1:80" in text
+
+
+def test_iptables_affinity_checks_come_before_the_split():
+    text = render(proxier_for("affinity", None).view).text
+    dispatch = lines(text, "-A KUBE-SVC-")
+    recent = [i for i, ln in enumerate(dispatch) if "--rcheck --seconds 10800 --reap" in ln]
+    split = [i for i, ln in enumerate(dispatch) if "-j KUBE-SEP-" in ln and "--rcheck" not in ln]
+    assert len(recent) == 2 and max(recent) < min(split)
+    assert len(lines(text, "-m recent --name KUBE-SEP-")) == 4  # 2 checks + 2 --set
+
+
+def test_no_endpoints_reject_and_local_without_local_endpoints_drop():
+    text = render(proxier_for("no-endpoints", None).view).text
+    assert lines(text, '"ns1/empty:p80 has no endpoints"')[0].endswith("-j REJECT")
+    assert lines(text, '"ns1/elsewhere:p80 has no local endpoints"')[0].endswith("-j DROP")
+    assert "172.30.0.43" not in text.split("*nat")[1]
+
+
+def test_partial_render_writes_only_changed_service_chains():
+    view = proxier_for("udp-dual-stack", None).view
+    full = render(view)
+    partial = render(view, changed=set(), existing=full.nat_chains, jumps=())
+    assert partial.written == 0 and ":KUBE-SVC-" not in partial.text
+    assert "-j KUBE-SVC-" in partial.text  # KUBE-SERVICES is always rewritten
+    assert partial.nat_chains == full.nat_chains
+
+
+def test_nftables_partial_render_deletes_stale_chains():
+    view = proxier_for("cluster-ip", None).view
+    first = nft_render(view)
+    name = next(iter(view.endpoints))
+    view.endpoints[name] = view.endpoints[name][:2]
+    second = nft_render(view, changed={("ns1", "svc1")}, previous=first)
+    assert "delete table" not in second.text
+    stale = [ln for ln in second.text.splitlines() if ln.startswith("delete chain")]
+    assert len(stale) == 1 and "__10.180.0.3/80" in stale[0]
+    assert "numgen random mod 2" in second.text
+    assert "element ip svcdns service-ips" not in second.text  # its ClusterIP element is unchanged
+    # the service goes away: its element is deleted, its chains and endpoint map too
+    del view.services[name]
+    view.services_changed()
+    third = nft_render(view, changed={("ns1", "svc1")}, previous=second)
+    assert "delete element ip svcdns service-ips { 172.30.0.41 . tcp . 80 }" in third.text
+    assert "delete map ip svcdns lb-" in third.text and third.chains == frozenset()

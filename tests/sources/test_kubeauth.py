@@ -1,0 +1,127 @@
+"""Credentials: in-cluster service account over TLS with token rotation, kubeconfig,
+and the choice of source `svcdns serve` makes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+
+import pytest
+import trustme
+
+from svcdns.config import ServeConfig
+from svcdns.serve import choose_source
+from svcdns.sources.kube import KubeSource
+from svcdns.sources.kubeauth import AuthError, api_client
+from svcdns.store import ClusterState
+from tests.kubeapi import objects as o
+from tests.kubeapi.server import KubeApi
+from tests.sources.conftest import FAST
+from tests.sources.test_reflector import until
+
+
+@pytest.fixture
+def tls_api(tmp_path):
+    """The test API server behind TLS, with a CA mounted like a pod's service account."""
+    ca = trustme.CA()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(ctx)
+    sa = tmp_path / "serviceaccount"
+    sa.mkdir()
+    ca.cert_pem.write_to_path(str(sa / "ca.crt"))
+    (sa / "token").write_text("token-1\n")
+    with KubeApi(tokens=("token-1",), ssl_context=ctx, bookmark_interval=0.2) as api:
+        yield api, sa
+
+
+async def test_in_cluster_tls_and_token_rotation(tls_api):
+    api, sa = tls_api
+    api.put(o.namespace("web"), o.service("web", "a", "10.0.0.1"))
+    env = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(api.port)}
+    client = await api_client(None, str(sa), env)
+    state = ClusterState()
+    source = KubeSource(client, state, timing=FAST)
+    task = asyncio.ensure_future(source.run())
+    try:
+        await asyncio.wait_for(source.synced.wait(), 5)
+        assert ("web", "a") in state.services
+        await until(lambda: api.open_watches() == len(source.reflectors))  # nothing in flight
+        # kubelet rotates the projected token (atomically, by rename); then the old
+        # one is revoked and every connection has to authenticate again
+        api.tokens = {"token-1", "token-2"}
+        (sa / "token.new").write_text("token-2\n")
+        os.replace(sa / "token.new", sa / "token")
+        api.tokens = {"token-2"}
+        api.drop_watches()
+        api.put(o.service("web", "b", "10.0.0.2"))
+        await until(lambda: ("web", "b") in state.services)
+        assert [r.path for r in api.requests() if r.status == 401] == []
+    finally:
+        await source.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_wrong_token_is_an_outage_not_a_crash(tls_api):
+    api, sa = tls_api
+    api.put(o.namespace("web"))
+    api.tokens = {"someone-else"}
+    env = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(api.port)}
+    source = KubeSource(await api_client(None, str(sa), env), ClusterState(), timing=FAST)
+    task = asyncio.ensure_future(source.run())
+    try:
+        await until(lambda: source.outage.failures >= 3)
+        assert not task.done() and not source.synced.is_set()
+        api.tokens = {"token-1"}
+        await asyncio.wait_for(source.synced.wait(), 3)
+    finally:
+        await source.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def _sa(tmp_path, token=True, ca=True):
+    sa = tmp_path / "sa"
+    sa.mkdir(exist_ok=True)
+    if token:
+        (sa / "token").write_text("t")
+    if ca:
+        (sa / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    return str(sa)
+
+
+IN_POD = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+
+# (case, manifests, kubeconfig, environment, token mounted, expected source)
+SOURCES = [
+    ("manifests win", ("m.yaml",), "kc", IN_POD, True, "manifests"),
+    ("kubeconfig", (), "kc", {}, False, "kube"),
+    ("in a pod", (), None, IN_POD, True, "kube"),
+    ("env but no token", (), None, IN_POD, False, "example"),
+    ("token but no env", (), None, {}, True, "example"),
+    ("nothing", (), None, {}, False, "example"),
+]
+
+
+@pytest.mark.parametrize("manifests,kubeconfig,env,token,want", [c[1:] for c in SOURCES], ids=[c[0] for c in SOURCES])
+def test_choose_source(tmp_path, manifests, kubeconfig, env, token, want):
+    cfg = ServeConfig(manifests=manifests, kubeconfig=kubeconfig, serviceaccount_dir=_sa(tmp_path, token=token))
+    assert choose_source(cfg, env) == want
+
+
+@pytest.mark.parametrize("case,kubeconfig,token,ca,env,message", [
+    ("missing kubeconfig", "/nonexistent/kubeconfig", True, True, {}, "--kubeconfig /nonexistent/kubeconfig: no such file"),
+    ("no CA mounted", None, True, False, IN_POD, "ca.crt: the service account CA certificate is missing"),
+    ("not in a pod", None, False, True, {}, "not in a cluster"),
+], ids=lambda v: v if isinstance(v, str) and " " in v else "")
+async def test_auth_errors_name_the_problem(tmp_path, case, kubeconfig, token, ca, env, message):
+    with pytest.raises(AuthError, match=message):
+        await api_client(kubeconfig, _sa(tmp_path, token=token, ca=ca), env)
+
+
+async def test_bad_kubeconfig_names_the_file(tmp_path):
+    path = tmp_path / "kubeconfig"
+    path.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\n")
+    with pytest.raises(AuthError, match=f"--kubeconfig {path}"):
+        await api_client(str(path), "/nonexistent", {})
