@@ -104,3 +104,31 @@ def test_server_counts_each_bad_object_and_serves_the_rest(serve, tmp_path):
     (tmp_path / "m.yaml").write_text(GOOD.replace("10.0.0.5", "10.0.0.300"))
     time.sleep(0.6)
     assert srv.query("good.default.svc.cluster.local.").answer[0][0].address == "10.0.0.5"
+
+
+def test_hostile_api_objects_are_counted_and_cost_nothing_else(kubeapi, live):
+    """The same table through the live API source: every object the API server can
+    store (it needs a metadata.name) arrives as a watch event and is rejected, counted
+    under source="kube"; the services around it keep answering and later events flow."""
+    import yaml
+
+    from tests.kubeapi import objects as o
+    from tests.sources.conftest import converges, eventually, metrics_text, sample
+
+    kubeapi.put(o.namespace("default"), o.service("default", "good", "10.0.0.5"))
+    srv = live()
+    storable = []
+    for case, doc, _ in HOSTILE:
+        obj = yaml.safe_load(doc)
+        meta = obj.get("metadata")
+        if isinstance(meta, dict) and isinstance(meta.get("name"), str) and obj["kind"] != "Pod":
+            storable.append((case, obj))
+    assert len(storable) >= 20
+    for i, (case, obj) in enumerate(storable):
+        obj["metadata"]["name"] = obj["metadata"]["name"] if "name" in case else f"bad-{i}"
+        kubeapi.put(obj)
+    kubeapi.put(o.service("default", "after", "10.0.0.6"))
+    converges(srv, "after.default.svc.cluster.local.", "A", ("NOERROR", ["10.0.0.6"]), timeout=2.0)
+    assert srv.query("good.default.svc.cluster.local.").answer[0][0].address == "10.0.0.5"
+    eventually(lambda: sample(metrics_text(srv), 'svcdns_source_errors_total{source="kube"}') == len(storable), 2.0,
+               f"{len(storable)} rejects counted")
