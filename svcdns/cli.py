@@ -1,4 +1,4 @@
-"""Command line: ``svcdns serve | env | ipam`` (more commands plug in as subparsers).
+"""Command line: ``svcdns serve | env | ipam | explain`` (more commands plug in as subparsers).
 
 Flag names are a contract other tools depend on: extend, never rename.
 """
@@ -159,6 +159,13 @@ def overload_config(args: argparse.Namespace) -> OverloadConfig:
         lameduck=args.lameduck,
         reuse_port=args.reuse_port,
     )
+def add_observability_flags(serve: argparse.ArgumentParser) -> None:
+    """Explain over DNS and the query log (issue 8)."""
+    obs = serve.add_argument_group("debugging")
+    obs.add_argument("--allow-explain", action="append", metavar="CIDR",
+        help="clients that may ask `dig NAME.explain.svcdns CH TXT` (repeatable; default loopback and private ranges)")
+    obs.add_argument("--log-queries", action="store_true",
+        help="log every query (client, namespace, name, type, rcode, time) on the svcdns.query logger; off costs nothing")
 
 
 def upstream_servers(values: list[str]) -> tuple[tuple[tuple[str, int], ...], tuple[str, ...]]:
@@ -222,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--naive", action="store_true", help="answer every query by parsing it with dnslib and resolving it on the spot (a benchmark baseline)")
     add_service_cidr_flag(serve)
     add_forwarding_flags(serve)
+    add_observability_flags(serve)
     serve.add_argument("--metrics", metavar="HOST:PORT", help="also serve /metrics here (Prometheus convention: port 9153)")
     serve.add_argument("--kubeconfig", metavar="PATH", help="follow the cluster of this kubeconfig (in a pod, the service account is used without it)")
     serve.add_argument("--namespaces", metavar="NS[,NS...]", help="live API: serve only these namespaces (default all)")
@@ -254,6 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
     ipam.add_argument("--service-cluster-ip-range", type=_service_cidrs, required=True, metavar="CIDR[,CIDR]", help="the cluster's service range(s), primary first")
     ipam.set_defaults(run=_oneshot("run_ipam"))
     add_proxy_parser(sub)
+    from .trace.command import add_parser as add_trace
+
+    add_trace(sub)  # `svcdns proxy trace ...` is routed here by main()
+
+    from .explain.command import add_parser as add_explain
+
+    add_explain(sub)
     return parser
 
 
@@ -332,7 +347,7 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
     upstreams, search = upstream_servers(args.upstream)
     return ServeConfig(
         manifests=tuple(args.manifests),
-        poll_interval=args.poll_interval,
+        poll_interval=getattr(args, "poll_interval", 1.0),  # (explain shares this builder without the flag)
         listen=parse_hostport(args.listen, "--listen"),
         zones=zones,
         ttl=args.ttl,
@@ -352,11 +367,13 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         autopath=args.autopath,
         allow_recursion=parse_networks(args.allow_recursion or PRIVATE_NETWORKS, "--allow-recursion"),
         allow_transfer=parse_networks(args.allow_transfer, "--allow-transfer"),
+        allow_explain=parse_networks(getattr(args, "allow_explain", None) or PRIVATE_NETWORKS, "--allow-explain"),
+        log_queries=getattr(args, "log_queries", False),
         metrics=parse_hostport(args.metrics, "--metrics") if args.metrics else None,
         kubeconfig=args.kubeconfig,
         namespaces=parse_namespaces(args.namespaces) if args.namespaces is not None else (),
         labels=parse_label_selector(args.labels) if args.labels is not None else None,
-        overload=overload_config(args),
+        overload=overload_config(args) if hasattr(args, "max_inflight") else OverloadConfig(),
     )
 
 
@@ -395,6 +412,11 @@ class _BriefFormatter(logging.Formatter):
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i in range(len(argv) - 1):  # `proxy trace` is its own command (proxy's flags do not apply)
+        if argv[i] == "proxy" and argv[i + 1] == "trace":
+            argv[i : i + 2] = ["proxy-trace"]
+            break
     args = parser.parse_args(argv)
     if getattr(args.run, "oneshot", False):  # short-lived: terse "warning: ..." lines, no timestamps
         handler = logging.StreamHandler(sys.stderr)

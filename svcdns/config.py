@@ -143,6 +143,8 @@ class ServeConfig:
     allow_recursion: tuple[str, ...] = PRIVATE_NETWORKS
     allow_transfer: tuple[str, ...] = ()
     overload: OverloadConfig = OverloadConfig()
+    allow_explain: tuple[str, ...] = PRIVATE_NETWORKS  # who may ask CH TXT NAME.explain.svcdns
+    log_queries: bool = False  # one log line per query (svcdns.query logger)
     metrics: tuple[str, int] | None = None  # extra /metrics listener
     kubeconfig: str | None = None  # live API through this kubeconfig
     namespaces: tuple[str, ...] = ()  # () = all namespaces

@@ -73,6 +73,7 @@ class DnsCollector:
         yield requests
         yield responses
         yield CounterMetricFamily("svcdns_dns_dropped", "Packets dropped without a reply.", value=self.handler.dropped)
+        yield from namespace_families(self.handler)
         lat = self.latency
         cumulative, buckets = 0, []
         for bound, n in zip((*lat.buckets, float("inf")), lat.counts):
@@ -110,6 +111,37 @@ class OverloadCollector:
         closed.add_metric(["refused"], tcp.refused)
         closed.add_metric(["timeout"], tcp.timed_out)
         yield closed
+UNKNOWN_NAMESPACE = "unknown"  # the label of clients that are not pods svcdns knows
+
+
+def namespace_families(handler: "DnsHandler"):
+    """Requests, NXDOMAIN, SERVFAIL and search-path misses by the client pod's namespace
+    (from the pod-IP index; ``unknown`` for other clients). Bounded by the namespaces.
+    (The --naive benchmark baseline keeps no such counts.)"""
+    if not hasattr(handler, "namespaces"):
+        return
+    requests = CounterMetricFamily(
+        "svcdns_dns_namespace_requests", "DNS requests answered, by the client pod's namespace.", labels=["namespace"]
+    )
+    nxdomain = CounterMetricFamily(
+        "svcdns_dns_namespace_nxdomain", "NXDOMAIN answers, by the client pod's namespace.", labels=["namespace"]
+    )
+    servfail = CounterMetricFamily(
+        "svcdns_dns_namespace_servfail", "SERVFAIL answers, by the client pod's namespace.", labels=["namespace"]
+    )
+    misses = CounterMetricFamily(
+        "svcdns_dns_search_path_misses",
+        "NXDOMAIN for <name>.<namespace>.svc.<zone> asked by a pod of that namespace: search-path expansions that missed.",
+        labels=["namespace"],
+    )
+    for namespace, per in [(UNKNOWN_NAMESPACE, handler.unknown), *sorted(list(handler.namespaces.items()))]:
+        rcodes = list(per.rcodes)
+        requests.add_metric([namespace], sum(rcodes))
+        nxdomain.add_metric([namespace], rcodes[3])
+        servfail.add_metric([namespace], rcodes[2])
+        if namespace is not UNKNOWN_NAMESPACE:
+            misses.add_metric([namespace], per.search_misses)
+    yield from (requests, nxdomain, servfail, misses)
 
 
 def _histogram(name: str, doc: str, labels: list[str], series) -> HistogramMetricFamily:

@@ -42,9 +42,10 @@ def check_source(args: argparse.Namespace) -> None:
             raise CommandError(f"--manifests {path}: no such file or directory")
 
 
-def load(paths: list[str], cidrs: tuple) -> tuple[ClusterState, ManifestSource]:
-    """The cluster state `svcdns serve` would build from these manifests."""
-    state = ClusterState(implicit_namespaces=True)
+def load(paths: list[str], cidrs: tuple, *, derive_endpoints: bool = False) -> tuple[ClusterState, ManifestSource]:
+    """The cluster state `svcdns serve` would build from these manifests (serve derives
+    endpoints from selected pods where no Endpoints/EndpointSlices exist)."""
+    state = ClusterState(implicit_namespaces=True, derive_endpoints=derive_endpoints)
     hook = ClusterIPAllocator(cidrs) if cidrs else None
     source = ManifestSource(paths, state, services_hook=hook)
     source.load()
@@ -54,6 +55,16 @@ def load(paths: list[str], cidrs: tuple) -> tuple[ClusterState, ManifestSource]:
 def load_live(kubeconfig: str | None, timeout: float = LIVE_SYNC_TIMEOUT) -> ClusterState:
     """One full list of the cluster (kubeconfig, or the pod's service account), as the
     live source of `svcdns serve` would see it at its first sync; then disconnect."""
+    import asyncio
+
+    return asyncio.run(sync_live(kubeconfig, timeout))
+
+
+async def sync_live(
+    kubeconfig: str | None, timeout: float = LIVE_SYNC_TIMEOUT, *, pods: bool = False, endpoints: bool = False, nodes: bool = False
+) -> ClusterState:
+    """:func:`load_live` inside a running event loop; ``pods``/``endpoints`` also list
+    those kinds (explain shows endpoints and knows pods by IP)."""
     import asyncio
 
     from .config import IN_CLUSTER_DIR
@@ -66,7 +77,7 @@ def load_live(kubeconfig: str | None, timeout: float = LIVE_SYNC_TIMEOUT) -> Clu
             api = await api_client(kubeconfig, IN_CLUSTER_DIR)
         except Exception as e:  # a missing or unreadable kubeconfig or token
             raise CommandError(str(e) if kubeconfig else f"in-cluster: {e}") from None  # the message names the kubeconfig
-        source = KubeSource(api, state, KubeOptions(endpoints=False))
+        source = KubeSource(api, state, KubeOptions(endpoints=endpoints, pods=pods, nodes=nodes))
         task = asyncio.ensure_future(source.run())
         try:
             await asyncio.wait_for(source.synced.wait(), timeout)
@@ -77,7 +88,7 @@ def load_live(kubeconfig: str | None, timeout: float = LIVE_SYNC_TIMEOUT) -> Clu
             await source.close()
         return state
 
-    return asyncio.run(sync())
+    return await sync()
 
 
 def write_atomic(path: str, text: str) -> None:

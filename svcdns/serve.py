@@ -20,6 +20,7 @@ from typing import Mapping
 from .config import ServeConfig
 from .dns.acl import AccessList
 from .dns.autopath import AutoPath
+from .dns.chaos import ExplainResponder
 from .dns.cache import ForwardCache
 from .dns.compiler import AnswerTable
 from .dns.handler import DnsHandler
@@ -95,6 +96,10 @@ class Server:
             limiter=RateLimiter(config.overload.rate_limit) if config.overload.rate_limit else None,
             overload_action=config.overload.action,
             max_inflight=config.overload.max_inflight,
+            explainer=ExplainResponder(
+                self.resolver, self.recursor, AccessList(config.allow_explain), autopath=config.autopath, host_search=config.search
+            ),
+            log_queries=config.log_queries,
         )
         if config.naive:
             self.handler = NaiveHandler(self.state, self.resolver)

@@ -134,3 +134,13 @@ def rrset_texts(section) -> list[str]:
         for rd in rrset:
             out.append(f"{rrset.name.to_text().lower()} {rrset.ttl} IN {dns.rdatatype.to_text(rrset.rdtype)} {rd.to_text()}")
     return sorted(out)
+
+
+@pytest.fixture(scope="module")
+def knot(tmp_path_factory):
+    """A real upstream nameserver (Knot DNS on loopback) serving the test zones of
+    tests/dns/nameservers.py; one per test module."""
+    from tests.dns.nameservers import Knot
+
+    with Knot(tmp_path_factory.mktemp("knot")) as server:
+        yield server

@@ -27,14 +27,14 @@ from .compiler import AnswerTable, decode_key
 from .overload import RateLimiter, refused
 from .records import FORMERR, NOTIMP, NXDOMAIN, REFUSED, SERVFAIL, T_ANY, Answer, Resolver
 from .transfer import soa_only, transfer_messages
-from .wire import OPT_PAYLOAD, OPT_RR, compact, expand, header_only, pack_stored, question_key, truncate
+from .wire import OPT_PAYLOAD, OPT_RR, compact, encode_name, expand, header_only, pack_stored, question_key, truncate
 
 if TYPE_CHECKING:  # pragma: no cover - recursion imports the transports, which import us
     from .autopath import AutoPath
+    from .chaos import ExplainResponder
     from .recursion import Recursor
 
 log = logging.getLogger(__name__)
-query_log = logging.getLogger("svcdns.query")
 
 BADVERS = 16
 _QUERY_COUNTS = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0
@@ -44,6 +44,19 @@ _SLOW_TYPES = {b"\x00\xfc", b"\x00\xfb", b"\x00\x29"}  # AXFR, IXFR, OPT: the sl
 # Label bytes dnslib's text keeps as they are (it escapes the rest as \DDD), minus '.'
 # and '\', which it does not escape: text with them would spell another name.
 _TEXT_SAFE = frozenset(range(0x21, 0x7F)) - {ord("."), ord("\\")}
+
+
+class NamespaceCounts:
+    """What the pods of one namespace asked: responses by rcode, and NXDOMAINs for
+    ``<name>.<namespace>.svc.<zone>`` -- search-path misses, the first of the queries
+    ndots:5 makes a pod send before the name it means (autopath turns them around)."""
+
+    __slots__ = ("rcodes", "search_misses", "first_search")
+
+    def __init__(self, first_search: tuple[bytes, ...]):
+        self.rcodes = [0] * 32  # 0-15 from the header, 16 BADVERS
+        self.search_misses = 0
+        self.first_search = first_search  # wire suffixes <namespace>.svc.<zone>, one per zone
 
 
 class DnsHandler:
@@ -58,6 +71,8 @@ class DnsHandler:
         recursor: "Recursor | None" = None,
         autopath: "AutoPath | None" = None,
         allow_transfer: AccessList | None = None,
+        explainer: "ExplainResponder | None" = None,
+        log_queries: bool = False,
         limiter: RateLimiter | None = None,
         overload_action: str = "refuse",
         max_inflight: int = 1000,
@@ -70,10 +85,20 @@ class DnsHandler:
         self.cached = recursor.cached if recursor is not None else None
         self.autopath = autopath
         self.allow_transfer = allow_transfer
+        self.explainer = explainer  # CH TXT NAME.explain.svcdns (slow path only)
         # qtype << 5 | rcode -> count. Plain ints: a labelled prometheus call per query would
         # cost more than the whole hot path; the metrics collector reads these at scrape.
         self.counts: defaultdict[int, int] = defaultdict(int)
+        # Responses by the client pod's namespace (metrics; bounded by the namespaces pods
+        # ask from): one list of counts per rcode, plus search-path misses.
+        self.pod_by_ip = state.pod_by_ip  # mutated in place by the store
+        self.namespaces: dict[str, NamespaceCounts] = {}
+        self.unknown = NamespaceCounts(())  # clients that are not pods
         self.dropped = 0
+        if log_queries:  # an instance attribute: with the log off, handle() is untouched
+            from .querylog import logging_handle
+
+            self.handle = logging_handle(self)
         self._big: dict[tuple[bytes, int], tuple[bytes, bytes]] = {}  # (key, limit) -> (stored, fitted)
         # Overload (see overload.py): the rate limit is checked first, before any work; the
         # in-flight cap bounds answers that wait on upstreams (forwarding, autopath, chasing).
@@ -87,7 +112,7 @@ class DnsHandler:
 
     def handle(self, data: bytes, client: str, tcp: bool) -> bytes | None | Awaitable[bytes | None]:
         if self.limiter is not None and not self.limiter.allow(client):
-            return self.over_limit(data, "rate")
+            return self.over_limit(data, "rate", client)
         try:
             n = len(data)
             # QR=0, opcode QUERY, one question and no answer/authority records?
@@ -122,15 +147,15 @@ class DnsHandler:
                     stored = self._resolve_parsed(key, client)
                     if stored is None:
                         return self.slow(data, client, tcp)
-            return self.stamp(data, key, stored, end, edns, limit)
+            return self.stamp(data, key, stored, end, edns, limit, client)
         except Exception:  # IndexError/ValueError for short packets; anything else is a bug the slow path contains
             return self.slow(data, client, tcp)
 
-    def over_limit(self, data: bytes, reason: str) -> bytes | None:
+    def over_limit(self, data: bytes, reason: str, client: str) -> bytes | None:
         """REFUSED (or nothing, with --overload-action drop) for a query over a limit."""
         self.overload[reason] += 1
         reply = refused(data) if self.refuse_over_limit else None
-        return self._count(reply, 0, REFUSED)
+        return self._count(reply, 0, REFUSED, client)
 
     def _admit(self) -> bool:
         """Room for one more answer that waits on an upstream? Counts it if so."""
@@ -164,13 +189,23 @@ class DnsHandler:
             self.table.slow[key] = stored
         return stored
 
-    def stamp(self, data: bytes, key: bytes, stored: bytes, end: int, edns: bool, limit: int) -> bytes:
+    def stamp(self, data: bytes, key: bytes, stored: bytes, end: int, edns: bool, limit: int, client: str) -> bytes:
         """Response = client's ID + stored flags (RD set) and counts + the client's
         question bytes (its spelling, 0x20) + stored records (+ OPT). A client that did
-        not set RD, or set CD, gets its own bits back."""
+        not set RD, or set CD, gets its own bits back. Counted by type and rcode, and by
+        the client pod's namespace."""
         if len(stored) + end - 10 + (11 if edns else 0) > limit:
             stored = self._fit(key, stored, limit - (11 if edns else 0))
-        self.counts[data[end - 4] << 13 | data[end - 3] << 5 | stored[1] & 0x0F] += 1  # qtype << 5 | rcode
+        rcode = stored[1] & 0x0F
+        self.counts[data[end - 4] << 13 | data[end - 3] << 5 | rcode] += 1  # qtype << 5 | rcode
+        pod = self.pod_by_ip.get(client)
+        if pod is None:
+            self.unknown.rcodes[rcode] += 1
+        else:
+            per = self.namespaces.get(pod.namespace) or self._namespace(pod.namespace)
+            per.rcodes[rcode] += 1
+            if rcode == NXDOMAIN and key.endswith(per.first_search, 0, len(key) - 4):
+                per.search_misses += 1
         if data[2] & 0x01 and not data[3] & 0x10:
             if not edns:
                 return data[:2] + stored[:10] + data[12:end] + stored[10:]
@@ -181,6 +216,12 @@ class DnsHandler:
                 return data[:2] + head + stored[8:10] + data[12:end] + stored[10:]
         arcount = (stored[8] << 8 | stored[9]) + 1
         return data[:2] + head + arcount.to_bytes(2, "big") + data[12:end] + stored[10:] + OPT_RR
+
+    def _namespace(self, namespace: str) -> "NamespaceCounts":
+        per = self.namespaces[namespace] = NamespaceCounts(
+            tuple(encode_name(f"{namespace}.svc.{zone}") for zone in self.resolver.zones)
+        )
+        return per
 
     def _fit(self, key: bytes, stored: bytes, limit: int) -> bytes:
         """The form of an oversize answer that fits ``limit`` (large headless services
@@ -202,7 +243,7 @@ class DnsHandler:
             return self._slow(data, client, tcp)
         except Exception:
             log.exception("answering a query from %s failed", client)
-            return self._count(header_only(data, SERVFAIL), 0, SERVFAIL)
+            return self._count(header_only(data, SERVFAIL), 0, SERVFAIL, client)
 
     def _slow(self, data: bytes, client: str, tcp: bool) -> bytes | None | Awaitable[bytes | None]:
         if len(data) < 12 or data[2] & 0x80:  # too short to answer, or a response: drop
@@ -212,28 +253,28 @@ class DnsHandler:
         try:
             request = DNSRecord.parse(data)
         except (DNSError, IndexError, ValueError, struct.error, UnicodeError):
-            return self._count(header_only(data, FORMERR), 0, FORMERR)
+            return self._count(header_only(data, FORMERR), 0, FORMERR, client)
         if opcode != 0:
-            return self._count(header_only(data, NOTIMP), 0, NOTIMP)
+            return self._count(header_only(data, NOTIMP), 0, NOTIMP, client)
         if len(request.questions) != 1 or request.rr or request.auth:
-            return self._count(header_only(data, FORMERR), 0, FORMERR)
+            return self._count(header_only(data, FORMERR), 0, FORMERR, client)
         q = request.q
         labels = q.qname.label
         if any(len(label) > 63 for label in labels) or sum(len(label) + 1 for label in labels) + 1 > 255:
-            return self._count(header_only(data, FORMERR), 0, FORMERR)  # RFC 1035 limits
+            return self._count(header_only(data, FORMERR), 0, FORMERR, client)  # RFC 1035 limits
         if not all(_TEXT_SAFE.issuperset(label) for label in labels):
             # Bytes a name's text cannot carry as they are: dnslib writes '.' bare (the name
             # would become another) and escapes control bytes (a label would outgrow 63).
-            return self._count(header_only(data, FORMERR), 0, FORMERR)
+            return self._count(header_only(data, FORMERR), 0, FORMERR, client)
         opts = [r for r in request.ar if r.rtype == T_OPT]
         if len(opts) > 1 or any(r.rtype == T_OPT and str(r.rname) not in (".", "") for r in request.ar):
-            return self._count(header_only(data, FORMERR), q.qtype, FORMERR)
+            return self._count(header_only(data, FORMERR), q.qtype, FORMERR, client)
         edns = bool(opts)
         if edns and (opts[0].ttl >> 16) & 0xFF != 0:  # EDNS version we do not speak
             reply = request.reply()
             reply.add_ar(EDNS0(ext_rcode=BADVERS >> 4, udp_len=OPT_PAYLOAD))
             reply.header.rcode = BADVERS & 0x0F
-            return self._count(reply.pack(), q.qtype, BADVERS)
+            return self._count(reply.pack(), q.qtype, BADVERS, client)
         limit = 65535 if tcp else (max(UDP_DEFAULT, min(opts[0].rclass, OPT_PAYLOAD)) if edns else UDP_DEFAULT)
         return self._answer(request, data, client, tcp, edns, limit)
 
@@ -243,35 +284,37 @@ class DnsHandler:
         q = request.q
         qname = str(q.qname).rstrip(".").lower()
         if q.qclass != 1:
-            return self._refuse(request, edns)
+            if self.explainer is not None and self.explainer.handles(qname, q.qclass) and self.explainer.allowed(client):
+                return self._count_later(self.explainer.answer(request, client, edns, limit), request, client)
+            return self._refuse(request, edns, client)
         if q.qtype in (T_AXFR, T_IXFR):
             return self._transfer(request, qname, client, tcp, edns)
         if self.recursor is not None and self.recursor.is_probe(qname):  # our loop probe came back
-            return self._refuse(request, edns)
+            return self._refuse(request, edns, client)
         pod = self.state.pod_by_ip.get(client)
         client_ns = pod.namespace if pod is not None else None
         in_zone = self.resolver.zone_of(qname) is not None
         reverse = qname.endswith((".in-addr.arpa", ".ip6.arpa"))
         if (in_zone or reverse) and not self.state.synced:  # never NXDOMAIN before the first full sync
-            return self._reply(request, Answer(SERVFAIL, rule="not synced yet"), qname, data, edns, limit, cache=False)
+            return self._reply(request, Answer(SERVFAIL, rule="not synced yet"), qname, data, edns, limit, client, cache=False)
         answer = self.resolver.resolve(qname, q.qtype, client_ns)
         if answer is None:
             return self._recurse(request, qname, data, client, edns, limit)
         if answer.rcode == NXDOMAIN and self.autopath is not None and in_zone:
             if client_ns is not None and (found := self.autopath.base(qname, client_ns)) is not None:
                 if not self._admit():
-                    return self.over_limit(data, "inflight")
+                    return self.over_limit(data, "inflight", client)
                 walk = self.autopath.walk(qname, q.qtype, *found, client_ns, client)
-                return self._later(walk, request, answer, qname, data, edns, limit)
+                return self._later(walk, request, answer, qname, data, edns, limit, client)
             cache = not self.autopath.may_apply(qname)  # it may autopath for a pod: keep it off the hot path
         elif answer.chase and self.recursor is not None and self.recursor.allowed(client):
             if not self._admit():
-                return self.over_limit(data, "inflight")
-            return self._later(self.recursor.chase(qname, q.qtype, answer), request, answer, qname, data, edns, limit)
+                return self.over_limit(data, "inflight", client)
+            return self._later(self.recursor.chase(qname, q.qtype, answer), request, answer, qname, data, edns, limit, client)
         else:
             cache = in_zone or reverse or qname.count(".") >= 1 and not qname.startswith("_")
             cache = cache and not (answer.chase and self.recursor is not None)
-        return self._reply(request, answer, qname, data, edns, limit, cache=cache)
+        return self._reply(request, answer, qname, data, edns, limit, client, cache=cache)
 
     def _recurse(self, request: DNSRecord, qname: str, data: bytes, client: str, edns: bool, limit: int):
         """A name outside the cluster: REFUSED unless the client may recurse and some
@@ -281,17 +324,17 @@ class DnsHandler:
         if recursor is None or not recursor.allowed(client) or recursor.group_for(qname) is None:
             if recursor is not None:
                 recursor.refused += 1
-            return self._refuse(request, edns)
+            return self._refuse(request, edns, client)
         qtype = request.q.qtype
         key = question_key(qname, qtype)
         data, end = self._question(data, key)
         if qtype == T_ANY:
-            return self.stamp(data, key, compact(recursor.any_template(qname), key), end, edns, limit)
+            return self.stamp(data, key, compact(recursor.any_template(qname), key), end, edns, limit, client)
         if not self._admit():
-            return self.over_limit(data, "inflight")
-        return self._stamp_later(recursor.resolve(key, qname), data, key, end, edns, limit)
+            return self.over_limit(data, "inflight", client)
+        return self._stamp_later(recursor.resolve(key, qname), data, key, end, edns, limit, client)
 
-    def _later(self, pending: Awaitable[bytes | None], request, fallback: Answer, qname: str, data: bytes, edns: bool, limit: int):
+    def _later(self, pending: Awaitable[bytes | None], request, fallback: Answer, qname: str, data: bytes, edns: bool, limit: int, client: str):
         """Stamp a template computed asynchronously (autopath, ExternalName targets); when it
         comes back None, the Resolver's own answer stands."""
         key = question_key(qname, request.q.qtype)
@@ -309,11 +352,11 @@ class DnsHandler:
                 stored = pack_stored(qname, request.q.qtype, fallback, recursion_available=self.table.recursion_available)
             else:
                 stored = compact(template, key)
-            return self.stamp(data, key, stored, end, edns, limit)
+            return self.stamp(data, key, stored, end, edns, limit, client)
 
         return finish()
 
-    async def _stamp_later(self, pending: Awaitable[bytes], data: bytes, key: bytes, end: int, edns: bool, limit: int) -> bytes:
+    async def _stamp_later(self, pending: Awaitable[bytes], data: bytes, key: bytes, end: int, edns: bool, limit: int, client: str) -> bytes:
         try:
             template = await pending
         except Exception:
@@ -321,7 +364,7 @@ class DnsHandler:
             template = servfail(key)
         finally:
             self.inflight -= 1
-        return self.stamp(data, key, compact(template, key), end, edns, limit)
+        return self.stamp(data, key, compact(template, key), end, edns, limit, client)
 
     @staticmethod
     def _question(data: bytes, key: bytes) -> tuple[bytes, int]:
@@ -337,38 +380,51 @@ class DnsHandler:
         """AXFR/IXFR of a cluster zone's apex for --allow-transfer clients; REFUSED otherwise."""
         zone = self.resolver.zone_of(qname)
         if self.allow_transfer is None or zone != qname or not self.allow_transfer(client) or not self.state.synced:
-            return self._refuse(request, edns)
+            return self._refuse(request, edns, client)
         qtype = request.q.qtype
         if not tcp:  # AXFR is TCP only (RFC 5936); a UDP IXFR learns the serial and comes back
-            return self._count(soa_only(request, self.table, zone), qtype, 0) if qtype == T_IXFR else self._refuse(request, edns)
+            return self._count(soa_only(request, self.table, zone), qtype, 0, client) if qtype == T_IXFR else self._refuse(request, edns, client)
         messages = transfer_messages(request, self.table, zone)
-        self.counts[qtype << 5] += 1
+        self._count(b"", qtype, 0, client)
         log.info("zone transfer of %s to %s: %d messages", zone, client, len(messages))
         return messages
 
-    def _reply(self, request: DNSRecord, answer: Answer, qname: str, data: bytes, edns: bool, limit: int, cache: bool) -> bytes:
+    def _reply(self, request: DNSRecord, answer: Answer, qname: str, data: bytes, edns: bool, limit: int, client: str, cache: bool) -> bytes:
         qtype = request.q.qtype
         stored = pack_stored(qname, qtype, answer, recursion_available=self.table.recursion_available)
         key = question_key(qname, qtype)
         if cache and len(qname) <= 253:
             self.table.slow[key] = stored
         data, end = self._question(data, key)
-        return self.stamp(data, key, stored, end, edns, limit)
+        return self.stamp(data, key, stored, end, edns, limit, client)
 
-    def _refuse(self, request: DNSRecord, edns: bool) -> bytes:
+    def _refuse(self, request: DNSRecord, edns: bool, client: str) -> bytes:
         reply = request.reply()
         reply.header.aa = 0
         reply.header.ra = int(self.table.recursion_available)
         reply.header.rcode = REFUSED
         if edns:
             reply.add_ar(EDNS0(udp_len=OPT_PAYLOAD))
-        return self._count(reply.pack(), request.q.qtype, REFUSED)
+        return self._count(reply.pack(), request.q.qtype, REFUSED, client)
 
-    def _count(self, wire: bytes | None, qtype: int, rcode: int) -> bytes | None:
+    async def _count_later(self, pending: Awaitable[bytes], request: DNSRecord, client: str) -> bytes:
+        try:
+            wire = await pending
+        except Exception:
+            log.exception("explaining %s failed", request.q.qname)
+            reply = request.reply()
+            reply.header.rcode = SERVFAIL
+            wire = bytes(reply.pack())
+        return self._count(wire, request.q.qtype, wire[3] & 0x0F, client)
+
+    def _count(self, wire: bytes | None, qtype: int, rcode: int, client: str) -> bytes | None:
         if wire is None:
             self.dropped += 1
         else:
             self.counts[qtype << 5 | rcode] += 1  # rcode < 32 (BADVERS is 16)
+            pod = self.pod_by_ip.get(client)
+            per = self.unknown if pod is None else self.namespaces.get(pod.namespace) or self._namespace(pod.namespace)
+            per.rcodes[rcode & 0x1F] += 1
             wire = bytes(wire)  # dnslib packs into a bytearray; transports want bytes
         return wire
 

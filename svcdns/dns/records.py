@@ -111,9 +111,10 @@ class Resolver:
             recs = tuple(_address(qname, ip, self.cfg.ttl) for ip in self._ns_ips() if ip_family(ip) == want)
             return self._positive(qname, zone, recs, "nameserver address")
         try:
-            targets, rule = self._lookup(qname, base, qtype, zone)
+            targets, kind = self._lookup(qname, base, qtype, zone)
         except _NameError as e:
             return Answer(NXDOMAIN, authority=(self.soa(zone),), rule=str(e))
+        rule = spec_rule(kind, qtype).replace("{mode}", self.cfg.pod_mode)
         if qtype == T_ANY:  # RFC 8482: a minimal answer to ANY
             return Answer(NOERROR, (RR(qname, T_HINFO, self.cfg.ttl, ("RFC8482", "")),), rule="ANY (RFC 8482)")
         if qtype in (T_A, T_AAAA):
@@ -126,21 +127,22 @@ class Resolver:
         return self._positive(qname, zone, (), rule)
 
     def _lookup(self, qname: str, base: str, qtype: int, zone: str) -> tuple[list[_Target], str]:
-        """Targets for a name (CoreDNS Records/findServices/findPods); raises _NameError."""
+        """Targets for a name and the kind of name it is (a key of RULES; CoreDNS
+        Records/findServices/findPods); raises _NameError saying why the name does not exist."""
         try:
             q = parse_qname(base)
         except InvalidName:
             raise _NameError("NXDOMAIN: not a name the Kubernetes DNS schema defines") from None
         if q.kind == "":
-            return [], "zone structure (exists, no records)"
+            return [], "zone"
         if not self.state.namespace_exists(q.namespace) and q.namespace:
             raise _NameError(f"NXDOMAIN: namespace {q.namespace!r} does not exist")
         if not q.namespace:
-            return [], "zone structure (exists, no records)"
+            return [], "zone"
         if not q.service:
-            return [], f"namespace {q.namespace} (exists, no records)"
+            return [], "namespace"
         if q.kind == "pod":
-            return self._pod(q), "pod record"
+            return self._pod(q), "pod"
         svc = self.state.services.get((q.namespace, q.service))
         if svc is None:
             raise _NameError(f"NXDOMAIN: no service {q.service!r} in namespace {q.namespace!r}")
@@ -148,8 +150,8 @@ class Resolver:
             if q.endpoint:
                 raise _NameError("NXDOMAIN: an ExternalName service has no endpoints")
             if qtype == T_SRV:  # CoreDNS serves no SRV for external services
-                return [], "ExternalName (no SRV)"
-            return [_Target(svc.external_name, -1, "")], "ExternalName CNAME"
+                return [], "externalname"
+            return [_Target(svc.external_name, -1, "")], "externalname"
         if svc.headless or q.endpoint:
             return self._endpoints(svc, q, zone)
         targets = []
@@ -160,7 +162,7 @@ class Resolver:
                 targets.extend(_Target(ip, p.port, f"{svc.name}.{svc.namespace}.svc.{zone}") for ip in svc.cluster_ips)
         if not found:
             raise _NameError(f"NXDOMAIN: service {svc.namespace}/{svc.name} has no port {q.port}/{q.protocol}" if q.port else f"NXDOMAIN: service {svc.namespace}/{svc.name} has no ports")
-        return targets, "named port of a ClusterIP service" if q.port else "ClusterIP service"
+        return targets, "clusterip"
 
     def _endpoints(self, svc: Service, q: Query, zone: str) -> tuple[list[_Target], str]:
         targets = []
@@ -182,7 +184,7 @@ class Resolver:
         if not targets:
             what = f"endpoint {q.endpoint!r}" if q.endpoint else "ready endpoints"
             raise _NameError(f"NXDOMAIN: service {svc.namespace}/{svc.name} has no {what}" + (f" with port {q.port}/{q.protocol}" if q.port else ""))
-        return targets, "endpoint of a service" if q.endpoint else "headless service endpoints"
+        return targets, "endpoint" if q.endpoint else "headless"
 
     def _pod(self, q: Query) -> list[_Target]:
         if self.cfg.pod_mode == "disabled":
@@ -283,7 +285,8 @@ class Resolver:
             return None
         if qtype != T_PTR:
             return Answer(NOERROR, rule="NODATA: reverse name of a cluster address")
-        return Answer(NOERROR, tuple(RR(qname, T_PTR, self.cfg.ttl, n) for n in names), rule="PTR")
+        rule = "PTR for a ClusterIP (spec 2.3.3)" if ip in self.state.service_by_ip else "PTR for a headless endpoint (spec 2.4.3)"
+        return Answer(NOERROR, tuple(RR(qname, T_PTR, self.cfg.ttl, n) for n in names), rule=rule)
 
     def reverse_names(self, ip: str) -> list[str]:
         zone = self.primary_zone
@@ -324,11 +327,35 @@ class Resolver:
                 continue
             cname = RR(qname, T_CNAME, self.cfg.ttl, full)
             if qtype == T_CNAME:
-                return Answer(NOERROR, (cname,), rule="short name CNAME")
+                return Answer(NOERROR, (cname,), rule=f"short name CNAME to {full} (svcdns extension)")
             return Answer(
-                NOERROR, (cname, *target.answer), additional=target.additional, rule=f"short name -> {target.rule}", chase=target.chase
+                NOERROR, (cname, *target.answer), additional=target.additional, rule=f"short name CNAME to {full} (svcdns extension), then {target.rule}", chase=target.chase
             )
         return None
+
+
+# What each kind of cluster name answers, by query type, naming the section of the
+# Kubernetes DNS specification (1.1.0) or the CoreDNS behaviour behind it: the rule
+# ``explain`` shows and the query log prints.
+RULES = {
+    ("clusterip", T_A): "service A/AAAA record: the ClusterIP (spec 2.3.1)",
+    ("clusterip", T_SRV): "SRV for a named port of a ClusterIP service (spec 2.3.2)",
+    ("headless", T_A): "headless service: an A/AAAA record per ready endpoint (spec 2.4.1)",
+    ("headless", T_SRV): "SRV for a named port of a headless service, one per ready endpoint (spec 2.4.2)",
+    ("endpoint", T_A): "headless endpoint A/AAAA record by hostname (spec 2.4.1)",
+    ("endpoint", T_SRV): "SRV for a named port of one endpoint (spec 2.4.2)",
+    ("externalname", T_A): "ExternalName CNAME (spec 2.5.1)",
+    ("externalname", T_SRV): "ExternalName: no SRV records (spec 2.5.1, as CoreDNS)",
+    ("pod", T_A): "pod record a-b-c-d.<ns>.pod (CoreDNS --pods {mode}; not in the spec)",
+    ("zone", T_A): "zone structure: exists, holds no records",
+    ("namespace", T_A): "namespace name: exists, holds no records",
+}
+
+
+def spec_rule(kind: str, qtype: int) -> str:
+    """The rule for a kind of name and a query type (A and AAAA share theirs; other types
+    get the A rule: they are NODATA for the same reason)."""
+    return RULES.get((kind, T_SRV if qtype == T_SRV else T_A)) or RULES[(kind, T_A)]
 
 
 class _NameError(Exception):

@@ -8,7 +8,7 @@ import dns.rcode
 import pytest
 
 from tests.conftest import RunningServer, base_config, rrset_texts
-from tests.dns.nameservers import Knot, metric
+from tests.dns.nameservers import metric
 
 POD_SHOP = "127.0.5.5"  # pod shop/client
 POD_TEAM = "127.0.6.6"  # pod team/worker
@@ -41,12 +41,6 @@ metadata: {{name: worker, namespace: team}}
 spec: {{containers: [{{name: c, image: busybox}}]}}
 status: {{phase: Running, podIP: {POD_TEAM}}}
 """
-
-
-@pytest.fixture(scope="module")
-def knot(tmp_path_factory):
-    with Knot(tmp_path_factory.mktemp("knot")) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

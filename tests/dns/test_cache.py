@@ -16,12 +16,6 @@ from tests.conftest import rrset_texts
 from tests.dns.nameservers import FakeClock, Knot, metric, upstream_label
 
 
-@pytest.fixture(scope="module")
-def knot(tmp_path_factory):
-    with Knot(tmp_path_factory.mktemp("knot")) as server:
-        yield server
-
-
 def ttls(reply, section="answer") -> list[int]:
     return [rrset.ttl for rrset in getattr(reply, section)]
 

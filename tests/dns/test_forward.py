@@ -35,12 +35,6 @@ spec:
 
 
 @pytest.fixture(scope="module")
-def knot(tmp_path_factory):
-    with Knot(tmp_path_factory.mktemp("knot")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def manifests(tmp_path_factory):
     path = tmp_path_factory.mktemp("manifests") / "shop.yaml"
     path.write_text(SHOP)
