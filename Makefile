@@ -7,7 +7,7 @@ LISTEN ?= 127.0.0.1:5353
 HEALTH ?= 127.0.0.1:8080
 DIG    := dig @127.0.0.1 -p $(lastword $(subst :, ,$(LISTEN)))
 
-.PHONY: run test system-deps bench bench-forward bench-api bench-proxy clean
+.PHONY: run test system-deps bench bench-forward bench-api bench-proxy fuzz soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 system-deps:
 	@./scripts/need dig:dnsutils
 	@./scripts/need knotd:knot dnsmasq:dnsmasq-base   # real upstream nameservers for the forwarding tests
+	@./scripts/need dnsperf:dnsperf   # load for the rolling-restart and flood tests (issue 7)
 	@./scripts/need ip:iproute2 iptables-restore:iptables nft:nftables ipvsadm:ipvsadm
 
 run: $(STAMP)
@@ -46,6 +47,17 @@ bench-forward: $(STAMP)
 	@./scripts/need dnsperf:dnsperf knotd:knot taskset:util-linux
 	$(PY) bench/forward_cache.py
 
+# Long fuzz run with atheris (docs/reliability.md): FUZZ_RUNS inputs through the query path.
+FUZZ_RUNS ?= 1000000
+fuzz: $(STAMP)
+	$(PY) -m pip install -q -e '.[fuzz]'
+	mkdir -p bench/out/fuzz-corpus
+	$(PY) tests/fuzz/atheris_dns.py -runs=$(FUZZ_RUNS) -max_len=1024 -print_final_stats=1 \
+	  -artifact_prefix=bench/out/ bench/out/fuzz-corpus
+
+# 60 s of dnsperf at 80 % of peak while endpoints churn (docs/reliability.md).
+soak: $(STAMP)
+	./bench/soak.sh
 # The live API source at 10,000 services / 100,000 endpoints (see docs/performance.md).
 bench-api: $(STAMP)
 	$(PY) bench/scale_api.py

@@ -11,7 +11,10 @@ import logging
 import re
 import sys
 
-from .config import PRIVATE_NETWORKS, PROXY_MODES, PROXY_SCHEDULERS, ConfigError, ProxyConfig, ServeConfig, parse_cidrs, parse_hostport, parse_label_selector, parse_namespaces, parse_networks
+from .config import (
+    PRIVATE_NETWORKS, PROXY_MODES, PROXY_SCHEDULERS, ConfigError, OverloadConfig, ProxyConfig, ServeConfig, parse_cidrs,
+    parse_hostport, parse_label_selector, parse_namespaces, parse_networks,
+)
 from .env import DEFAULT_WARN_BYTES, FORMATS
 from .ipam import RangeError, parse_service_cidrs
 
@@ -101,6 +104,61 @@ def add_forwarding_flags(serve: argparse.ArgumentParser) -> None:
         help="clients allowed AXFR/IXFR of the cluster zones over TCP (default none)")
 
 
+def _positive(kind):
+    def parse(value: str):
+        try:
+            number = kind(value)
+        except ValueError:
+            number = -1
+        if number <= 0:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a positive number")
+        return number
+
+    return parse
+
+
+def _lameduck(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 300:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds (0-300)")
+    return seconds
+
+
+def add_overload_flags(serve: argparse.ArgumentParser) -> None:
+    """Overload, TCP limits and graceful shutdown (issue 7)."""
+    group = serve.add_argument_group("overload and shutdown")
+    add = group.add_argument
+    add("--max-inflight", type=_positive(int), default=1000, metavar="N",
+        help="answers that may wait on upstreams at once (forwarding, autopath; UDP and TCP); over it, --overload-action (default 1000)")
+    add("--rate-limit", type=_positive(float), metavar="QPS",
+        help="queries per second per client /24 (IPv4) or /56 (IPv6), bursts of one second's worth; over it, --overload-action (default off)")
+    add("--overload-action", choices=["refuse", "drop"], default="refuse",
+        help="what a query over a limit gets: REFUSED (default) or no answer at all")
+    add("--tcp-idle-timeout", type=_seconds, default=10.0, metavar="SECONDS",
+        help="close a TCP connection that has not completed a query for this long, however slowly it sends (default 10)")
+    add("--tcp-max-connections", type=_positive(int), default=1000, metavar="N",
+        help="open TCP connections; at the cap a new one evicts the quietest (default 1000)")
+    add("--tcp-max-queries", type=_count, default=0, metavar="N", help="close a TCP connection after N queries (default 0: no limit)")
+    add("--lameduck", type=_lameduck, default=0.0, metavar="SECONDS",
+        help="on SIGTERM keep answering this long while /ready reports 503, then stop (default 0; CoreDNS deployments use 5)")
+    add("--reuse-port", action="store_true",
+        help="bind with SO_REUSEPORT so a new svcdns can take over the address before this one stops (rolling restart)")
+
+
+def overload_config(args: argparse.Namespace) -> OverloadConfig:
+    return OverloadConfig(
+        max_inflight=args.max_inflight,
+        rate_limit=args.rate_limit or 0.0,
+        action=args.overload_action,
+        tcp_idle_timeout=args.tcp_idle_timeout,
+        tcp_max_connections=args.tcp_max_connections,
+        tcp_max_queries=args.tcp_max_queries,
+        lameduck=args.lameduck,
+        reuse_port=args.reuse_port,
+    )
 def add_observability_flags(serve: argparse.ArgumentParser) -> None:
     """Explain over DNS and the query log (issue 8)."""
     obs = serve.add_argument_group("debugging")
@@ -161,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         "when running in a pod), or else from the embedded example cluster.",
     )
     serve.add_argument("--manifests", action="append", default=[], metavar="PATH", help="manifest file or directory (repeatable); re-read when it changes")
+    serve.add_argument("--poll-interval", type=_seconds, default=1.0, metavar="SECONDS", help="how often --manifests are checked for changes (default 1)")
     serve.add_argument("--listen", default="0.0.0.0:53", metavar="HOST:PORT", help="UDP and TCP address (default 0.0.0.0:53)")
     serve.add_argument("--zone", action="append", type=_zone, metavar="ZONE", help="cluster zone (repeatable; default cluster.local)")
     serve.add_argument("--ttl", type=_ttl, default=5, metavar="SECONDS", help="TTL of cluster records (default 5)")
@@ -175,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--kubeconfig", metavar="PATH", help="follow the cluster of this kubeconfig (in a pod, the service account is used without it)")
     serve.add_argument("--namespaces", metavar="NS[,NS...]", help="live API: serve only these namespaces (default all)")
     serve.add_argument("--labels", metavar="SELECTOR", help="live API: serve only services matching this label selector, e.g. 'tier!=internal'")
+    add_overload_flags(serve)
     serve.set_defaults(run=run_serve)
 
     env = sub.add_parser(
@@ -287,6 +347,7 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
     upstreams, search = upstream_servers(args.upstream)
     return ServeConfig(
         manifests=tuple(args.manifests),
+        poll_interval=getattr(args, "poll_interval", 1.0),  # (explain shares this builder without the flag)
         listen=parse_hostport(args.listen, "--listen"),
         zones=zones,
         ttl=args.ttl,
@@ -312,6 +373,7 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         kubeconfig=args.kubeconfig,
         namespaces=parse_namespaces(args.namespaces) if args.namespaces is not None else (),
         labels=parse_label_selector(args.labels) if args.labels is not None else None,
+        overload=overload_config(args) if hasattr(args, "max_inflight") else OverloadConfig(),
     )
 
 

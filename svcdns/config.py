@@ -104,6 +104,20 @@ IN_CLUSTER_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 @dataclass(frozen=True)
+class OverloadConfig:
+    """Limits that keep svcdns answering under floods and bad clients (issue 7)."""
+
+    max_inflight: int = 1000  # answers waiting on upstreams (forwarding, autopath), UDP and TCP
+    rate_limit: float = 0.0  # queries/s per client /24 (IPv4) or /56 (IPv6); 0 = off
+    action: str = "refuse"  # over a limit: "refuse" (REFUSED) or "drop"
+    tcp_idle_timeout: float = 10.0
+    tcp_max_connections: int = 1000
+    tcp_max_queries: int = 0  # per connection; 0 = unlimited
+    lameduck: float = 0.0  # on SIGTERM: seconds to keep answering while /ready says 503
+    reuse_port: bool = False  # SO_REUSEPORT: a replacement process may bind the same address
+
+
+@dataclass(frozen=True)
 class ServeConfig:
     manifests: tuple[str, ...] = ()
     listen: tuple[str, int] = ("0.0.0.0", 53)
@@ -128,6 +142,7 @@ class ServeConfig:
     autopath: bool = True
     allow_recursion: tuple[str, ...] = PRIVATE_NETWORKS
     allow_transfer: tuple[str, ...] = ()
+    overload: OverloadConfig = OverloadConfig()
     allow_explain: tuple[str, ...] = PRIVATE_NETWORKS  # who may ask CH TXT NAME.explain.svcdns
     log_queries: bool = False  # one log line per query (svcdns.query logger)
     metrics: tuple[str, int] | None = None  # extra /metrics listener

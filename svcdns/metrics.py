@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .dns.handler import DnsHandler
     from .dns.recursion import Recursor
     from .dns.server import Latency
+    from .dns.tcp import TcpConnections
     from .sources.kube import KubeSource
     from .store import ClusterState
 
@@ -34,6 +35,9 @@ class Metrics:
 
     def add_dns(self, handler: "DnsHandler", latency: "Latency", table: "AnswerTable", state: "ClusterState") -> None:
         self.registry.register(DnsCollector(handler, latency, table, state))
+
+    def add_overload(self, handler: "DnsHandler", tcp: "TcpConnections") -> None:
+        self.registry.register(OverloadCollector(handler, tcp))
 
     def add_recursion(self, recursor: "Recursor | None", autopath: "AutoPath | None") -> None:
         if recursor is not None or autopath is not None:
@@ -86,6 +90,27 @@ class DnsCollector:
         yield GaugeMetricFamily("svcdns_store_synced", "1 once the first full sync is done.", value=int(self.state.synced))
 
 
+class OverloadCollector:
+    """What the overload limits turned away, and how close the server is to them."""
+
+    def __init__(self, handler: "DnsHandler", tcp: "TcpConnections"):
+        self.handler, self.tcp = handler, tcp
+
+    def collect(self):
+        over = CounterMetricFamily(
+            "svcdns_dns_overload", "Queries over a limit (answered REFUSED or dropped), by limit.", labels=["limit"]
+        )
+        for limit, n in sorted(self.handler.overload.items()):
+            over.add_metric([limit], n)
+        yield over
+        yield GaugeMetricFamily("svcdns_dns_inflight", "Answers waiting on upstreams now.", value=self.handler.inflight)
+        tcp = self.tcp
+        yield GaugeMetricFamily("svcdns_dns_tcp_connections", "Open TCP connections.", value=len(tcp.open))
+        closed = CounterMetricFamily("svcdns_dns_tcp_closed", "TCP connections the server closed, by reason.", labels=["reason"])
+        closed.add_metric(["evicted"], tcp.evicted)
+        closed.add_metric(["refused"], tcp.refused)
+        closed.add_metric(["timeout"], tcp.timed_out)
+        yield closed
 UNKNOWN_NAMESPACE = "unknown"  # the label of clients that are not pods svcdns knows
 
 

@@ -152,7 +152,7 @@ class Meta:
         name = _str(meta, "name", "metadata")
         if not name:
             raise ObjectError("metadata.name", "is required")
-        if not name_rule.match(name) or len(name) > 253:
+        if not name_rule.match(name) or len(name) > (63 if name_rule is _DNS_LABEL else 253):  # a label: at most 63
             raise ObjectError("metadata.name", f"{name!r} is not a valid DNS name")
         namespace = _str(meta, "namespace", "metadata", "default" if namespaced else "") or ""
         if namespaced and (not _DNS_LABEL.match(namespace) or len(namespace) > 63):
@@ -445,7 +445,7 @@ class EndpointSlice:
             serving = ready if serving is None else serving
             hints = _map(raw, "hints", path)
             hostname = (_str(raw, "hostname", path, "") or "").lower()
-            if hostname and not _DNS_LABEL.match(hostname):
+            if hostname and (not _DNS_LABEL.match(hostname) or len(hostname) > 63):
                 raise ObjectError(f"{path}.hostname", f"{hostname!r} is not a valid DNS label")
             target = _map(raw, "targetRef", path)
             endpoints.append(
@@ -498,7 +498,7 @@ class Endpoints:
                     apath = f"{path}.{field_name}[{j}]"
                     ip = _ip(_get(raw, "ip", apath), f"{apath}.ip")
                     hostname = (_str(raw, "hostname", apath, "") or "").lower()
-                    if hostname and not _DNS_LABEL.match(hostname):
+                    if hostname and (not _DNS_LABEL.match(hostname) or len(hostname) > 63):
                         raise ObjectError(f"{apath}.hostname", f"{hostname!r} is not a valid DNS label")
                     target = _map(raw, "targetRef", apath)
                     by_family["IPv4" if _family(ip) == 4 else "IPv6"].append(

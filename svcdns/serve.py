@@ -1,7 +1,10 @@
 """``svcdns serve``: wires source -> cluster state -> compiled answers -> DNS server.
 
-Lifecycle like uvicorn's: bind (fail fast), load, serve; on SIGTERM/SIGINT report
-not-ready, close listeners and stop.
+Lifecycle like uvicorn's: bind (fail fast), load, serve. On SIGTERM, CoreDNS's lameduck:
+/ready turns 503 at once (load balancers and kube-proxy stop sending new clients), the
+server keeps answering for ``--lameduck`` seconds, then closes its listeners, answers
+what already arrived and waits for pending answers. SIGINT (Ctrl-C) skips the lameduck
+period; a second signal cuts it short.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from .dns.handler import DnsHandler
 from .dns.naive import NaiveHandler
 from .dns.records import Resolver, ResolverConfig
 from .dns.recursion import Recursor
+from .dns.overload import RateLimiter
 from .dns.server import DnsServer
+from .dns.tcp import TcpLimits
 from .dns.upstream import UpstreamGroup
 from .http import HealthServer
 from .ipam import ClusterIPAllocator
@@ -88,6 +93,9 @@ class Server:
             recursor=self.recursor,
             autopath=self.autopath,
             allow_transfer=AccessList(config.allow_transfer) if config.allow_transfer else None,
+            limiter=RateLimiter(config.overload.rate_limit) if config.overload.rate_limit else None,
+            overload_action=config.overload.action,
+            max_inflight=config.overload.max_inflight,
             explainer=ExplainResponder(
                 self.resolver, self.recursor, AccessList(config.allow_explain), autopath=config.autopath, host_search=config.search
             ),
@@ -95,8 +103,17 @@ class Server:
         )
         if config.naive:
             self.handler = NaiveHandler(self.state, self.resolver)
-        self.dns = DnsServer(self.handler, *config.listen, udp_io=os.environ.get("SVCDNS_UDP_IO", "mmsg"))
+        over = config.overload
+        self.dns = DnsServer(
+            self.handler,
+            *config.listen,
+            udp_io=os.environ.get("SVCDNS_UDP_IO", "mmsg"),
+            tcp_limits=TcpLimits(over.tcp_idle_timeout, over.tcp_max_connections, over.tcp_max_queries),
+            reuse_port=over.reuse_port,
+        )
         self.metrics.add_dns(self.handler, self.dns.latency, self.table, self.state)
+        if not config.naive:
+            self.metrics.add_overload(self.handler, self.dns.tcp)
         self.metrics.add_recursion(self.recursor, self.autopath)
         self.source = None
         if self.source_kind != "kube":
@@ -169,34 +186,50 @@ class Server:
         log.info("serving %s on %s:%d (udp+tcp); waiting for the first full sync with the Kubernetes API",
                  ", ".join(cfg.zones), self.dns.host, self.dns.port)
 
-    async def close(self) -> None:
+    async def close(self, lameduck: float = 0.0, interrupt: asyncio.Event | None = None) -> None:
+        """Stop: report not-ready, keep answering ``lameduck`` seconds (cut short when
+        ``interrupt`` is set), then close listeners and wait for pending answers (at most
+        a forwarded query's budget)."""
         self.draining = True
+        if lameduck > 0:
+            log.info("lameduck: /ready reports 503; answering for %.1f s more", lameduck)
+            try:
+                await asyncio.wait_for((interrupt or asyncio.Event()).wait(), lameduck)
+            except asyncio.TimeoutError:
+                pass
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.recursor is not None:
-            self.recursor.close()
         if self.source_kind == "kube" and self.source is not None:
             await self.source.close()
-        await self.dns.close()
+        await self.dns.close(grace=self.config.query_timeout)  # pending forwarded answers still need the recursor
+        if self.recursor is not None:
+            self.recursor.close()
         if self.health:
             await self.health.close()
         if self.metrics_http:
             await self.metrics_http.close()
 
     async def serve_forever(self) -> None:
-        stop = asyncio.Event()
+        signals: list[int] = []
+        stop, again = asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_signal(sig: int) -> None:
+            signals.append(sig)
+            (again if stop.is_set() else stop).set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
         try:
             await self.start()
         except BaseException:
             await self.close()
             raise
         await stop.wait()
+        lameduck = self.config.overload.lameduck if signals[0] == signal.SIGTERM else 0.0
         log.info("shutting down")
-        await self.close()
+        await self.close(lameduck, again)
 
 
 def build_recursor(config: ServeConfig, state: ClusterState, clock) -> Recursor | None:

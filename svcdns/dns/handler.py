@@ -24,6 +24,7 @@ from ..store import ClusterState
 from .acl import AccessList
 from .cache import servfail
 from .compiler import AnswerTable, decode_key
+from .overload import RateLimiter, refused
 from .records import FORMERR, NOTIMP, NXDOMAIN, REFUSED, SERVFAIL, T_ANY, Answer, Resolver
 from .transfer import soa_only, transfer_messages
 from .wire import OPT_PAYLOAD, OPT_RR, compact, encode_name, expand, header_only, pack_stored, question_key, truncate
@@ -40,6 +41,10 @@ _QUERY_COUNTS = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0
 UDP_DEFAULT = 512
 T_AXFR, T_IXFR, T_OPT = 252, 251, 41
 _SLOW_TYPES = {b"\x00\xfc", b"\x00\xfb", b"\x00\x29"}  # AXFR, IXFR, OPT: the slow path decides
+# Label bytes dnslib's text keeps as they are (it escapes the rest as \DDD), minus '.'
+# and '\', which it does not escape: text with them would spell another name.
+_TEXT_SAFE = frozenset(range(0x21, 0x7F)) - {ord("."), ord("\\")}
+
 
 class NamespaceCounts:
     """What the pods of one namespace asked: responses by rcode, and NXDOMAINs for
@@ -68,6 +73,9 @@ class DnsHandler:
         allow_transfer: AccessList | None = None,
         explainer: "ExplainResponder | None" = None,
         log_queries: bool = False,
+        limiter: RateLimiter | None = None,
+        overload_action: str = "refuse",
+        max_inflight: int = 1000,
     ):
         self.state = state
         self.resolver = resolver
@@ -92,10 +100,19 @@ class DnsHandler:
 
             self.handle = logging_handle(self)
         self._big: dict[tuple[bytes, int], tuple[bytes, bytes]] = {}  # (key, limit) -> (stored, fitted)
+        # Overload (see overload.py): the rate limit is checked first, before any work; the
+        # in-flight cap bounds answers that wait on upstreams (forwarding, autopath, chasing).
+        self.limiter = limiter
+        self.refuse_over_limit = overload_action == "refuse"
+        self.max_inflight = max_inflight
+        self.inflight = 0
+        self.overload: dict[str, int] = {"rate": 0, "inflight": 0}
 
     # --- hot path ---------------------------------------------------------------------
 
     def handle(self, data: bytes, client: str, tcp: bool) -> bytes | None | Awaitable[bytes | None]:
+        if self.limiter is not None and not self.limiter.allow(client):
+            return self.over_limit(data, "rate", client)
         try:
             n = len(data)
             # QR=0, opcode QUERY, one question and no answer/authority records?
@@ -131,8 +148,21 @@ class DnsHandler:
                     if stored is None:
                         return self.slow(data, client, tcp)
             return self.stamp(data, key, stored, end, edns, limit, client)
-        except (IndexError, ValueError):
+        except Exception:  # IndexError/ValueError for short packets; anything else is a bug the slow path contains
             return self.slow(data, client, tcp)
+
+    def over_limit(self, data: bytes, reason: str, client: str) -> bytes | None:
+        """REFUSED (or nothing, with --overload-action drop) for a query over a limit."""
+        self.overload[reason] += 1
+        reply = refused(data) if self.refuse_over_limit else None
+        return self._count(reply, 0, REFUSED, client)
+
+    def _admit(self) -> bool:
+        """Room for one more answer that waits on an upstream? Counts it if so."""
+        if self.inflight >= self.max_inflight:
+            return False
+        self.inflight += 1
+        return True
 
     def _resolve_parsed(self, key: bytes, client: str) -> bytes | None:
         """A well-formed IN query the tables do not hold (a search-path miss, a pod
@@ -146,7 +176,7 @@ class DnsHandler:
             if stored is not None:
                 return stored
         if key[-2:] != b"\x00\x01" or key[-4:-2] in _SLOW_TYPES or not _well_formed(key):
-            return None
+            return None  # (a name its text cannot spell goes to the slow path: FORMERR)
         qname, qtype = decode_key(key)
         reverse = qname.endswith((".in-addr.arpa", ".ip6.arpa"))
         in_zone = self.resolver.zone_of(qname) is not None
@@ -242,6 +272,10 @@ class DnsHandler:
         labels = q.qname.label
         if any(len(label) > 63 for label in labels) or sum(len(label) + 1 for label in labels) + 1 > 255:
             return self._count(header_only(data, FORMERR), 0, FORMERR, client)  # RFC 1035 limits
+        if not all(_TEXT_SAFE.issuperset(label) for label in labels):
+            # Bytes a name's text cannot carry as they are: dnslib writes '.' bare (the name
+            # would become another) and escapes control bytes (a label would outgrow 63).
+            return self._count(header_only(data, FORMERR), 0, FORMERR, client)
         opts = [r for r in request.ar if r.rtype == T_OPT]
         if len(opts) > 1 or any(r.rtype == T_OPT and str(r.rname) not in (".", "") for r in request.ar):
             return self._count(header_only(data, FORMERR), q.qtype, FORMERR, client)
@@ -278,10 +312,14 @@ class DnsHandler:
             return self._recurse(request, qname, data, client, edns, limit)
         if answer.rcode == NXDOMAIN and self.autopath is not None and in_zone:
             if client_ns is not None and (found := self.autopath.base(qname, client_ns)) is not None:
+                if not self._admit():
+                    return self.over_limit(data, "inflight", client)
                 walk = self.autopath.walk(qname, q.qtype, *found, client_ns, client)
                 return self._later(walk, request, answer, qname, data, edns, limit, client)
             cache = not self.autopath.may_apply(qname)  # it may autopath for a pod: keep it off the hot path
         elif answer.chase and self.recursor is not None and self.recursor.allowed(client):
+            if not self._admit():
+                return self.over_limit(data, "inflight", client)
             return self._later(self.recursor.chase(qname, q.qtype, answer), request, answer, qname, data, edns, limit, client)
         else:
             cache = in_zone or reverse or qname.count(".") >= 1 and not qname.startswith("_")
@@ -302,6 +340,8 @@ class DnsHandler:
         data, end = self._question(data, key)
         if qtype == T_ANY:
             return self.stamp(data, key, compact(recursor.any_template(qname), key), end, edns, limit, client)
+        if not self._admit():
+            return self.over_limit(data, "inflight", client)
         return self._stamp_later(recursor.resolve(key, qname), data, key, end, edns, limit, client)
 
     def _later(self, pending: Awaitable[bytes | None], request, fallback: Answer, qname: str, data: bytes, edns: bool, limit: int, client: str):
@@ -316,6 +356,8 @@ class DnsHandler:
             except Exception:
                 log.exception("completing the answer for %s failed", qname)
                 template = None
+            finally:
+                self.inflight -= 1
             if template is None:
                 stored = pack_stored(qname, request.q.qtype, fallback, recursion_available=self.table.recursion_available)
             else:
@@ -330,6 +372,8 @@ class DnsHandler:
         except Exception:
             log.exception("forwarding failed")
             template = servfail(key)
+        finally:
+            self.inflight -= 1
         return self.stamp(data, key, compact(template, key), end, edns, limit, client)
 
     @staticmethod
@@ -398,11 +442,12 @@ class DnsHandler:
 
 def _well_formed(key: bytes) -> bool:
     """Labels of 1-63 bytes (no compression pointer) ending exactly at the question's
-    type and class, a name of at most 255 bytes, and no byte a hostname never holds."""
+    type and class, a name of at most 255 bytes, and no byte a hostname never holds
+    (only _TEXT_SAFE bytes: the name's text must spell the same name)."""
     i, end = 0, len(key) - 5
     while i < end:
         n = key[i]
-        if not 0 < n < 64:
+        if not 0 < n < 64 or not _TEXT_SAFE.issuperset(key[i + 1 : i + 1 + n]):
             return False
         i += n + 1
     return i == end and end < 255 and b"\x00" not in key[:end]

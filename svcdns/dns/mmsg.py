@@ -126,15 +126,19 @@ class MmsgReader:
             self._peers[raw] = text
         return text
 
-    def on_readable(self) -> None:
+    def on_readable(self) -> int:
+        """Answer what is queued (at most 8 batches: stay fair to TCP and HTTP); returns
+        how many datagrams were read."""
         rx, tx = self.rx, self.tx
         handle, peer = self.handler.handle, self._peer
         rx_u32, rx_view, rx_names = rx.u32, rx.view, rx.names
         tx_u32, tx_view, tx_names, tx_iov_len = tx.u32, tx.view, tx.names, tx.iov_len
-        for _ in range(8):  # at most 8 batches per wake-up: stay fair to TCP and HTTP
+        total = 0
+        for _ in range(8):
             n = _libc.recvmmsg(self.fd, rx.msgs, BATCH, MSG_DONTWAIT, None)
             if n <= 0:
-                return
+                return total
+            total += n
             started = time.perf_counter()
             out = 0
             for i in range(n):
@@ -168,7 +172,15 @@ class MmsgReader:
             lat.counts[bisect_left(lat.buckets, elapsed)] += n
             lat.sum += elapsed * n
             if n < BATCH:
-                return
+                return total
+        return total
+
+    def drain(self) -> int:
+        """Answer everything already queued on the socket (shutdown)."""
+        total = 0
+        while (n := self.on_readable()) > 0:
+            total += n
+        return total
 
     def _address(self, i: int, namelen: int):
         peer = self._peer(i)

@@ -16,10 +16,10 @@ from bisect import bisect_left
 
 from . import mmsg
 from .handler import DnsHandler
+from .tcp import TcpConnections, TcpLimits, TcpProtocol
 
 log = logging.getLogger(__name__)
 
-TCP_IDLE_TIMEOUT = 10.0  # seconds a TCP connection may sit idle (RFC 7766 suggests seconds)
 LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -69,94 +69,52 @@ class UdpProtocol(asyncio.DatagramProtocol):
         pass
 
 
-class TcpProtocol(asyncio.Protocol):
-    """Length-prefixed messages; pipelined queries are answered in order."""
-
-    def __init__(self, handler: DnsHandler, latency: Latency, connections: set):
-        self.handler = handler
-        self.latency = latency
-        self.connections = connections
-        self.buffer = bytearray()
-        self.transport = None
-        self.peer = ""
-        self._idle: asyncio.TimerHandle | None = None
-        self._queue: asyncio.Queue | None = None
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
-        self.peer = peer[0] if peer else ""
-        self.connections.add(self)
-        self._arm()
-
-    def connection_lost(self, exc) -> None:
-        self.connections.discard(self)
-        if self._idle:
-            self._idle.cancel()
-
-    def _arm(self) -> None:
-        if self._idle:
-            self._idle.cancel()
-        self._idle = asyncio.get_running_loop().call_later(TCP_IDLE_TIMEOUT, self.transport.close)
-
-    def data_received(self, data: bytes) -> None:
-        self._arm()
-        self.buffer += data
-        while len(self.buffer) >= 2:
-            size = self.buffer[0] << 8 | self.buffer[1]
-            if size == 0:
-                self.transport.close()
-                return
-            if len(self.buffer) < 2 + size:
-                return
-            message = bytes(self.buffer[2 : 2 + size])
-            del self.buffer[: 2 + size]
-            started = time.perf_counter()
-            reply = self.handler.handle(message, self.peer, True)
-            if type(reply) is bytes:
-                self.transport.write(len(reply).to_bytes(2, "big") + reply)
-                self.latency.observe(time.perf_counter() - started)
-            elif type(reply) is list:  # a zone transfer: several messages, in order
-                self.transport.writelines([len(m).to_bytes(2, "big") + m for m in reply])
-            elif reply is not None:
-                asyncio.ensure_future(self._later(reply, started))
-
-    async def _later(self, pending, started: float) -> None:
-        try:
-            reply = await pending
-        except Exception:
-            log.exception("deferred answer to %s failed", self.peer)
-            return
-        if reply is not None and not self.transport.is_closing():
-            self.transport.write(len(reply).to_bytes(2, "big") + reply)
-            self.latency.observe(time.perf_counter() - started)
-
-
 class DnsServer:
-    """Binds UDP and TCP on one address; ``port`` is the bound port (useful with port 0)."""
+    """Binds UDP and TCP on one address; ``port`` is the bound port (useful with port 0).
 
-    def __init__(self, handler: DnsHandler, host: str, port: int, udp_io: str = "mmsg"):
+    ``reuse_port`` lets a second process bind the same address (SO_REUSEPORT), so a
+    replacement can start before the old one stops: a rolling restart on one address.
+    """
+
+    def __init__(
+        self,
+        handler: DnsHandler,
+        host: str,
+        port: int,
+        udp_io: str = "mmsg",
+        *,
+        tcp_limits: TcpLimits = TcpLimits(),
+        reuse_port: bool = False,
+    ):
         self.handler = handler
         self.udp_io = udp_io  # "mmsg": batched recvmmsg/sendmmsg (Linux); "asyncio": a transport
-        self._mmsg = None
+        self.reuse_port = reuse_port
+        self._mmsg: mmsg.MmsgReader | None = None
         self._udp_sock: socket.socket | None = None
         self.host = host
         self.port = port
         self.latency = Latency()
-        self.connections: set[TcpProtocol] = set()
+        self.tcp = TcpConnections(tcp_limits)
         self._udp = None
         self._tcp = None
+
+    @property
+    def connections(self) -> set[TcpProtocol]:
+        return self.tcp.open
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         # Bind TCP first so port 0 picks one port both protocols then share.
         self._tcp = await loop.create_server(
-            lambda: TcpProtocol(self.handler, self.latency, self.connections), self.host, self.port, family=family, reuse_address=True
+            lambda: TcpProtocol(self.handler, self.latency, self.tcp),
+            self.host, self.port, family=family, reuse_address=True, reuse_port=self.reuse_port or None,
         )
         self.port = self._tcp.sockets[0].getsockname()[1]
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
+            if self.reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((self.host, self.port))
         except OSError:
             sock.close()
@@ -170,18 +128,50 @@ class DnsServer:
         else:
             self._udp, _ = await loop.create_datagram_endpoint(lambda: UdpProtocol(self.handler, self.latency), sock=sock)
 
-    async def close(self) -> None:
+    async def close(self, grace: float = 0.0) -> None:
+        """Stop listening, answer what already arrived, and wait up to ``grace`` seconds
+        for answers still pending (forwarded queries, pipelined TCP) before cutting them."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        if self._tcp is not None:
+            self._tcp.close()  # no new connections; open ones finish their pending answers
+            for conn in list(self.connections):
+                conn.drain()
         if self._udp is not None:
             self._udp.close()
         if self._udp_sock is not None:
-            asyncio.get_running_loop().remove_reader(self._udp_sock.fileno())
-            self._udp_sock.close()
-            self._udp_sock = None
+            await self._close_udp(deadline)
+        while self.connections and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for conn in list(self.connections):
+            conn.transport.abort()
         if self._tcp is not None:
-            self._tcp.close()
-            for conn in list(self.connections):
-                conn.transport.close()
             await self._tcp.wait_closed()
+
+    async def _close_udp(self, deadline: float) -> None:
+        """Hand the address over without losing a datagram. With SO_REUSEPORT and a
+        specific address, connecting the socket to a port nobody sends from makes the
+        kernel deliver new datagrams to the other sockets of the group, while those
+        already queued here stay readable: answer them, then close. (On a wildcard
+        address connect() would pin the replies' source address, so there the socket is
+        drained and closed; a datagram arriving in between is lost.)"""
+        loop = asyncio.get_running_loop()
+        sock, reader = self._udp_sock, self._mmsg
+        loop.remove_reader(sock.fileno())
+        if self.reuse_port and self.host not in ("0.0.0.0", "::"):
+            try:
+                sock.connect((self.host, 9))  # discard port: nothing sends from it
+            except OSError as e:
+                log.warning("could not detach the UDP socket for a clean handover: %s", e)
+            await asyncio.sleep(0.05)  # let datagrams in flight through the stack land
+        reader.drain()
+        while reader.pending and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        reader.drain()
+        for task in list(reader.pending):
+            task.cancel()
+        sock.close()
+        self._udp_sock = None
 
 
 def is_awaitable(value) -> bool:

@@ -44,6 +44,10 @@ CASES = [
     ("two OPT records", header(ar=2) + Q_A_IN + (b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00" * 2), "FORMERR"),
     ("OPT with a name", header(ar=1) + Q_A_IN + b"\x01a\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00", "FORMERR"),
     ("trailing garbage", GOOD + b"\xde\xad\xbe\xef", "NOERROR"),
+    ("a dot inside a label", header() + b"\x04nope\x07defaul.\x03svc\x07cluster\x05local\x00\x00\x21\x00\x01", "FORMERR"),
+    ("space in a label", header() + b"\x03a b\x07cluster\x05local\x00\x00\x01\x00\x01", "FORMERR"),
+    ("raw bytes in a label", header() + b"\x03\x00\x00\xbb\x07cluster\x05local\x00\x00\x01\x00\x01", "FORMERR"),
+    ("control bytes escape past 63 as text", header() + b"\x3d" + b"\x01" * 58 + b"abc" + b"\x07cluster\x05local\x00\x00\x01\x00\x01", "FORMERR"),
     ("oversize label length byte", header() + b"\x40" + b"a" * 64 + b"\x00\x00\x01\x00\x01", "FORMERR"),
 ]
 

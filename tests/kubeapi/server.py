@@ -112,7 +112,7 @@ class KubeApi:
         self._thread.join(timeout=10)
         self.loop.close()
 
-    async def _start(self) -> None:
+    async def _start(self, port: int = 0) -> None:
         app = web.Application(middlewares=[self._middleware])
         app.router.add_get("/version", self._version)
         app.router.add_get("/api", self._api)
@@ -123,7 +123,7 @@ class KubeApi:
         app.router.add_get("/apis/discovery.k8s.io/v1/{plural}", self._collection)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0, ssl_context=self.ssl_context)
+        site = web.TCPSite(self._runner, self.host, port, ssl_context=self.ssl_context)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
 
@@ -187,6 +187,20 @@ class KubeApi:
                     w.watcher.queue.put_nowait(GONE)
 
         self._sync(run)
+
+    def restart(self, down: float = 0.2) -> None:
+        """What clients see of an API server restart: every connection and watch cut,
+        nothing listening for ``down`` seconds, then the same port again with the
+        objects kept and the history compacted (older resourceVersions get 410)."""
+
+        async def run():
+            await self._stop()
+            self.watches.clear()
+            self.storage.compact()
+            await asyncio.sleep(down)
+            await self._start(self.port)
+
+        self._sync(run())
 
     def drop_watches(self) -> int:
         """Cut every open watch connection mid-stream (TCP abort). Returns how many."""
