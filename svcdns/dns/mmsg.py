@@ -22,6 +22,8 @@ import sys
 import time
 from bisect import bisect_left
 
+from .deferred import send_when_ready
+
 log = logging.getLogger(__name__)
 
 BATCH = 64  # datagrams per system call
@@ -162,7 +164,9 @@ class MmsgReader:
                     out += 1
                 elif reply is not None:
                     addr = self._address(i, namelen)
-                    task = asyncio.ensure_future(self._later(reply, addr, started))
+                    task = asyncio.ensure_future(
+                        send_when_ready(reply, lambda r, addr=addr: self.sock.sendto(r, addr), self.latency, started, addr[0])
+                    )
                     self.pending.add(task)
                     task.add_done_callback(self.pending.discard)
             if out:
@@ -187,16 +191,3 @@ class MmsgReader:
         off = i * NAME
         port = self.rx.names[off + 2] << 8 | self.rx.names[off + 3]
         return (peer, port) if ":" not in peer else (peer, port, 0, 0)
-
-    async def _later(self, pending, addr, started: float) -> None:
-        try:
-            reply = await pending
-        except Exception:
-            log.exception("deferred answer to %s failed", addr[0])
-            return
-        if reply is not None:
-            try:
-                self.sock.sendto(reply, addr)
-            except OSError:
-                return
-            self.latency.observe(time.perf_counter() - started)

@@ -15,6 +15,7 @@ import time
 from bisect import bisect_left
 
 from . import mmsg
+from .deferred import send_when_ready
 from .handler import DnsHandler
 from .tcp import TcpConnections, TcpLimits, TcpProtocol
 
@@ -53,17 +54,11 @@ class UdpProtocol(asyncio.DatagramProtocol):
             self.transport.sendto(reply, addr)
             self.latency.observe(time.perf_counter() - started)
         elif reply is not None:
-            asyncio.ensure_future(self._later(reply, addr, started))
+            asyncio.ensure_future(send_when_ready(reply, lambda r: self._send(r, addr), self.latency, started, addr[0]))
 
-    async def _later(self, pending, addr, started: float) -> None:
-        try:
-            reply = await pending
-        except Exception:
-            log.exception("deferred answer to %s failed", addr[0])
-            return
-        if reply is not None and self.transport is not None and not self.transport.is_closing():
+    def _send(self, reply: bytes, addr) -> None:
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(reply, addr)
-            self.latency.observe(time.perf_counter() - started)
 
     def error_received(self, exc) -> None:  # ICMP errors for earlier replies: nothing to do
         pass
