@@ -72,7 +72,7 @@ def zone_files(services: list[dict], zone: str = "cluster.local", ttl: int = 5) 
     answers for these services, record for record (SOA/NS as svcdns serves them)."""
     soa = f"@ {ttl} IN SOA ns.dns.{zone}. hostmaster.{zone}. 1 7200 1800 86400 {ttl}"
     fwd = [f"$ORIGIN {zone}.", soa, f"@ {ttl} IN NS ns.dns.{zone}.", f"ns.dns {ttl} IN A 127.0.0.1",
-           f'dns-version 28800 IN TXT "1.1.0"']
+           'dns-version 28800 IN TXT "1.1.0"']
     rev = ["$ORIGIN in-addr.arpa.", soa.replace("@", "@", 1), f"@ {ttl} IN NS ns.dns.{zone}."]
     for s in services:
         name = f"{s['name']}.{s['ns']}.svc"

@@ -33,7 +33,6 @@ sys.path.insert(0, str(ROOT))
 from svcdns.dns.compiler import AnswerTable  # noqa: E402
 from svcdns.dns.records import Resolver, ResolverConfig  # noqa: E402
 from svcdns.dns.wire import question_key  # noqa: E402
-from svcdns.model import Endpoint  # noqa: E402
 from svcdns.sources.manifests import ManifestSource  # noqa: E402
 from svcdns.store import ClusterState  # noqa: E402
 

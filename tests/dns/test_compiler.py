@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dns.message
-import pytest
 
 from svcdns.dns.compiler import AnswerTable, decode_key
 from svcdns.dns.records import Resolver, ResolverConfig

@@ -3,7 +3,6 @@ publishNotReadyAddresses, and the client's namespace for one-label names."""
 
 from __future__ import annotations
 
-import socket
 
 import dns.message
 import dns.query
