@@ -33,6 +33,7 @@ run: $(STAMP)
 	@echo "  $(DIG) my-database.default.svc.cluster.local # ExternalName: CNAME"
 	@echo "  $(DIG) -x 10.0.0.11                          # PTR"
 	@echo "  $(DIG) dual-stack.web.svc.cluster.local AAAA"
+	@echo "  $(DIG) my-service.web.explain.svcdns CH TXT        # why it resolves so (svcdns explain over DNS)"
 	@echo "Ctrl-C to stop."
 	$(PY) -m svcdns serve --listen $(LISTEN) --health $(HEALTH)
 
