@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 
-from ..model import Service, ip_family, normalize_ip
+from ..model import Service, ip_family
 from ..store import ClusterState
 from .names import InvalidName, Query, endpoint_hostname, parse_qname, pod_name_ip, reverse_ip
 
@@ -56,6 +56,7 @@ class _Target:
     host: str  # IP address, or a DNS name for ExternalName
     port: int  # -1: no declared port
     domain: str  # the name an SRV record points at
+    is_name: bool = False  # host is an ExternalName target, not an address
 
 
 @dataclass
@@ -122,7 +123,7 @@ class Resolver:
         if qtype == T_SRV:
             return self._srv(qname, zone, targets, rule)
         if qtype == T_CNAME:
-            recs = tuple(RR(qname, T_CNAME, self.cfg.ttl, t.host) for t in targets[:1] if not _is_ip(t.host))
+            recs = tuple(RR(qname, T_CNAME, self.cfg.ttl, t.host) for t in targets[:1] if t.is_name)
             return self._positive(qname, zone, recs, rule)
         return self._positive(qname, zone, (), rule)
 
@@ -151,7 +152,7 @@ class Resolver:
                 raise _NameError("NXDOMAIN: an ExternalName service has no endpoints")
             if qtype == T_SRV:  # CoreDNS serves no SRV for external services
                 return [], "externalname"
-            return [_Target(svc.external_name, -1, "")], "externalname"
+            return [_Target(svc.external_name, -1, "", is_name=True)], "externalname"
         if svc.headless or q.endpoint:
             return self._endpoints(svc, q, zone)
         targets = []
@@ -209,7 +210,7 @@ class Resolver:
         ttl = self.cfg.ttl
         chase = ""
         for t in targets:
-            if _is_ip(t.host):
+            if not t.is_name:
                 if ip_family(t.host) == want and t.host not in seen:
                     seen.add(t.host)
                     records.append(_address(qname, t.host, ttl))
@@ -243,7 +244,7 @@ class Resolver:
         seen_srv: set[tuple[str, int]] = set()
         seen_addr: set[tuple[str, str]] = set()
         for t in targets:
-            if t.port == -1 or not _is_ip(t.host):
+            if t.port == -1 or t.is_name:
                 continue
             if (t.domain, t.port) not in seen_srv:
                 seen_srv.add((t.domain, t.port))
@@ -364,12 +365,6 @@ class _NameError(Exception):
 
 def _port_matches(q: Query, name: str, protocol: str) -> bool:
     return (not q.port or q.port == name.lower()) and (not q.protocol or q.protocol == protocol.lower())
-
-
-def _is_ip(host: str) -> bool:
-    """Targets are validated addresses or ExternalName DNS names; a name never has ':'
-    and never ends in a digit-only label that parses as IPv4."""
-    return ":" in host or normalize_ip(host) is not None
 
 
 def _address(name: str, ip: str, ttl: int) -> RR:

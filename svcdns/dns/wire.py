@@ -25,14 +25,10 @@ CLASS_IN = 1
 
 def encode_name(name: str) -> bytes:
     """Uncompressed wire form of a lowercase name without trailing dot."""
-    out = bytearray()
-    if name:
-        for label in name.split("."):
-            raw = label.encode("idna") if not label.isascii() else label.encode()
-            out.append(len(raw))
-            out += raw
-    out.append(0)
-    return bytes(out)
+    if not name:
+        return b"\x00"
+    labels = _LABELS
+    return b"".join([labels.get(label) or _encode_label(label) for label in name.split(".")]) + b"\x00"
 
 
 def question_key(name: str, qtype: int) -> bytes:
