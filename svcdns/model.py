@@ -421,48 +421,109 @@ class EndpointSlice:
                     0 if port is None else _port_number(port, f"{path}.port"),
                 )
             )
+        family = 4 if address_type == "IPv4" else 6 if address_type == "IPv6" else 0
         endpoints = []
         for i, raw in enumerate(_list(obj, "endpoints", "")):
-            path = f"endpoints[{i}]"
-            addresses = _list(raw, "addresses", path)
-            if not addresses:
-                raise ObjectError(f"{path}.addresses", "must hold at least one address")
-            if address_type == "FQDN":
-                addrs = tuple(intern(str(a)) for a in addresses)
-            else:
-                addrs = tuple(_ip(a, f"{path}.addresses[{j}]") for j, a in enumerate(addresses))
-                want = 4 if address_type == "IPv4" else 6
-                for j, a in enumerate(addrs):
-                    if _family(a) != want:
-                        raise ObjectError(f"{path}.addresses[{j}]", f"{a} is not an {address_type} address")
-            cond = _map(raw, "conditions", path)
-            cpath = f"{path}.conditions"
-            ready = _bool(cond, "ready", cpath, None)
-            terminating = bool(_bool(cond, "terminating", cpath, False))
-            # discovery.k8s.io/v1: nil ready means ready unless terminating; nil serving mirrors ready.
-            ready = (not terminating) if ready is None else ready
-            serving = _bool(cond, "serving", cpath, None)
-            serving = ready if serving is None else serving
-            hints = _map(raw, "hints", path)
-            hostname = (_str(raw, "hostname", path, "") or "").lower()
-            if hostname and (not _DNS_LABEL.match(hostname) or len(hostname) > 63):
-                raise ObjectError(f"{path}.hostname", f"{hostname!r} is not a valid DNS label")
-            target = _map(raw, "targetRef", path)
-            endpoints.append(
-                Endpoint(
-                    addresses=addrs,
-                    ready=ready,
-                    serving=serving,
-                    terminating=terminating,
-                    hostname=hostname,
-                    node_name=intern(_str(raw, "nodeName", path, "") or ""),
-                    zone=intern(_str(raw, "zone", path, "") or ""),
-                    hint_zones=tuple(intern(str(z.get("name", ""))) for z in _list(hints, "forZones", f"{path}.hints") if isinstance(z, dict)),
-                    hint_nodes=tuple(intern(str(z.get("name", ""))) for z in _list(hints, "forNodes", f"{path}.hints") if isinstance(z, dict)),
-                    target_name=(_str(target, "name", f"{path}.targetRef", "") or "") if target.get("kind", "Pod") == "Pod" else "",
-                )
-            )
+            ep = _fast_endpoint(raw, family) if family else None
+            endpoints.append(ep if ep is not None else _endpoint_from_raw(raw, f"endpoints[{i}]", address_type))
         return cls(meta.namespace, meta.name, intern(service), intern(address_type), tuple(ports), tuple(endpoints))
+
+
+def _endpoint_from_raw(raw: Any, path: str, address_type: str) -> Endpoint:
+    """One endpoint of a slice, every field checked; raises ObjectError naming the field."""
+    addresses = _list(raw, "addresses", path)
+    if not addresses:
+        raise ObjectError(f"{path}.addresses", "must hold at least one address")
+    if address_type == "FQDN":
+        addrs = tuple(intern(str(a)) for a in addresses)
+    else:
+        addrs = tuple(_ip(a, f"{path}.addresses[{j}]") for j, a in enumerate(addresses))
+        want = 4 if address_type == "IPv4" else 6
+        for j, a in enumerate(addrs):
+            if _family(a) != want:
+                raise ObjectError(f"{path}.addresses[{j}]", f"{a} is not an {address_type} address")
+    cond = _map(raw, "conditions", path)
+    cpath = f"{path}.conditions"
+    ready = _bool(cond, "ready", cpath, None)
+    terminating = bool(_bool(cond, "terminating", cpath, False))
+    # discovery.k8s.io/v1: nil ready means ready unless terminating; nil serving mirrors ready.
+    ready = (not terminating) if ready is None else ready
+    serving = _bool(cond, "serving", cpath, None)
+    serving = ready if serving is None else serving
+    hints = _map(raw, "hints", path)
+    hostname = (_str(raw, "hostname", path, "") or "").lower()
+    if hostname and (not _DNS_LABEL.match(hostname) or len(hostname) > 63):
+        raise ObjectError(f"{path}.hostname", f"{hostname!r} is not a valid DNS label")
+    target = _map(raw, "targetRef", path)
+    return Endpoint(
+        addresses=addrs,
+        ready=ready,
+        serving=serving,
+        terminating=terminating,
+        hostname=hostname,
+        node_name=intern(_str(raw, "nodeName", path, "") or ""),
+        zone=intern(_str(raw, "zone", path, "") or ""),
+        hint_zones=tuple(intern(str(z.get("name", ""))) for z in _list(hints, "forZones", f"{path}.hints") if isinstance(z, dict)),
+        hint_nodes=tuple(intern(str(z.get("name", ""))) for z in _list(hints, "forNodes", f"{path}.hints") if isinstance(z, dict)),
+        target_name=(_str(target, "name", f"{path}.targetRef", "") or "") if target.get("kind", "Pod") == "Pod" else "",
+    )
+
+
+def _fast_endpoint(raw: Any, family: int) -> Endpoint | None:
+    """The common, well-formed endpoint without the per-field bookkeeping of
+    _endpoint_from_raw (~3x faster: 100,000 endpoints are most of a cluster's parse
+    time). Anything unusual returns None, and the careful path decides and reports;
+    for input both accept they build equal records (tests/test_model.py checks)."""
+    if type(raw) is not dict or raw.get("hints") is not None:
+        return None
+    addresses = raw.get("addresses")
+    if type(addresses) is not list or not addresses:
+        return None
+    addrs = []
+    for a in addresses:
+        ip = normalize_ip(a)
+        if ip is None or (6 if ":" in ip else 4) != family:
+            return None
+        addrs.append(ip)
+    cond = raw.get("conditions")
+    if cond is None:
+        ready = serving = True
+        terminating = False
+    elif type(cond) is dict:
+        ready, serving, terminating = cond.get("ready"), cond.get("serving"), cond.get("terminating")
+        if terminating is None:
+            terminating = False
+        if type(terminating) is not bool or (ready is not None and type(ready) is not bool) or (serving is not None and type(serving) is not bool):
+            return None
+        if ready is None:
+            ready = not terminating
+        if serving is None:
+            serving = ready
+    else:
+        return None
+    text = []
+    for key in ("hostname", "nodeName", "zone"):
+        value = raw.get(key)
+        if value is None:
+            value = ""
+        elif type(value) is not str:
+            return None
+        text.append(value)
+    hostname = text[0].lower()
+    if hostname and (len(hostname) > 63 or not _DNS_LABEL.match(hostname)):
+        return None
+    target = raw.get("targetRef")
+    target_name = ""
+    if target is not None:
+        if type(target) is not dict:
+            return None
+        if target.get("kind", "Pod") == "Pod":
+            target_name = target.get("name")
+            if target_name is None:
+                target_name = ""
+            elif type(target_name) is not str:
+                return None
+    return Endpoint(tuple(addrs), ready, serving, terminating, hostname, intern(text[1]), intern(text[2]), (), (), target_name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,10 +36,12 @@ def decode_key(key: bytes) -> tuple[str, int]:
 
 
 class BoundedDict(dict):
-    """A dict that forgets its oldest entry when full. Reads are plain ``dict.get`` (C
-    speed: the hot path reads this on every table miss); cachetools' LRUCache costs a
-    Python-level call per read. Entries are emptied at every cluster change anyway, so
-    least-recently-*inserted* eviction is as good as LRU here."""
+    """A dict that empties itself when full. Reads are plain ``dict.get`` (C speed: the
+    hot path reads this on every table miss), where cachetools' LRUCache costs a
+    Python-level call per read. The entries are emptied at every cluster change anyway;
+    a working set larger than the bound is a flood of unique names, for which no
+    eviction order helps. (Evicting the oldest key instead makes ``next(iter(d))`` walk
+    the deleted slots at the front of the table: quadratic under a flood.)"""
 
     __slots__ = ("maxsize",)
 
@@ -49,7 +51,7 @@ class BoundedDict(dict):
 
     def __setitem__(self, key, value) -> None:
         if len(self) >= self.maxsize and key not in self:
-            del self[next(iter(self))]
+            self.clear()
         super().__setitem__(key, value)
 
 

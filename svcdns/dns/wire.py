@@ -27,8 +27,8 @@ def encode_name(name: str) -> bytes:
     """Uncompressed wire form of a lowercase name without trailing dot."""
     if not name:
         return b"\x00"
-    labels = _LABELS
-    return b"".join([labels.get(label) or _encode_label(label) for label in name.split(".")]) + b"\x00"
+    labels = _LABELS  # read, never filled here: query names (floods of unique ones) pass through
+    return b"".join([labels.get(label) or _label_bytes(label) for label in name.split(".")]) + b"\x00"
 
 
 def question_key(name: str, qtype: int) -> bytes:
@@ -40,12 +40,17 @@ T_A, T_NS, T_CNAME, T_SOA, T_PTR, T_HINFO, T_MX, T_TXT, T_AAAA, T_SRV = 1, 2, 5,
 
 
 _LABELS: dict[str, bytes] = {}  # label -> length byte + label: compiling 10,000 services repeats them
+_LABELS_MAX = 50000  # records' names (services, namespaces, zones, endpoint hostnames): capped
+
+
+def _label_bytes(label: str) -> bytes:
+    raw = label.encode() if label.isascii() else label.encode("idna")
+    return bytes((len(raw),)) + raw
 
 
 def _encode_label(label: str) -> bytes:
-    raw = label.encode() if label.isascii() else label.encode("idna")
-    encoded = bytes((len(raw),)) + raw
-    if len(_LABELS) < 200000:  # namespaces, zones, service names: bounded in practice, capped anyway
+    encoded = _label_bytes(label)
+    if len(_LABELS) < _LABELS_MAX:
         _LABELS[label] = encoded
     return encoded
 
