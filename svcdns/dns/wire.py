@@ -23,17 +23,19 @@ OPT_RR = b"\x00\x00\x29" + struct.pack(">H", OPT_PAYLOAD) + b"\x00\x00\x00\x00\x
 CLASS_IN = 1
 
 
-def encode_name(name: str) -> bytes:
-    """Uncompressed wire form of a lowercase name without trailing dot."""
+def encode_name(name: str, learn: bool = False) -> bytes:
+    """Uncompressed wire form of a lowercase name without trailing dot. Only compiling
+    (``learn``: names of cluster objects) fills the label cache; query names (floods of
+    unique ones) only read it."""
     if not name:
         return b"\x00"
-    labels = _LABELS  # read, never filled here: query names (floods of unique ones) pass through
-    return b"".join([labels.get(label) or _label_bytes(label) for label in name.split(".")]) + b"\x00"
+    labels, encode = _LABELS, _encode_label if learn else _label_bytes
+    return b"".join([labels.get(label) or encode(label) for label in name.split(".")]) + b"\x00"
 
 
-def question_key(name: str, qtype: int) -> bytes:
+def question_key(name: str, qtype: int, learn: bool = False) -> bytes:
     """The lookup key of a question: lowercase wire name + QTYPE + QCLASS IN."""
-    return encode_name(name) + struct.pack(">HH", qtype, CLASS_IN)
+    return encode_name(name, learn) + struct.pack(">HH", qtype, CLASS_IN)
 
 
 T_A, T_NS, T_CNAME, T_SOA, T_PTR, T_HINFO, T_MX, T_TXT, T_AAAA, T_SRV = 1, 2, 5, 6, 12, 13, 15, 16, 28, 33

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dns.message
+import pytest
 
 from svcdns.dns.compiler import AnswerTable, decode_key
 from svcdns.dns.records import Resolver, ResolverConfig
-from svcdns.dns.wire import expand, pack
+from svcdns.dns.wire import expand, pack, question_key
 from svcdns.model import Service
 from tests.conftest import example_state, state_from_yaml
 
@@ -22,6 +23,80 @@ def test_every_precompiled_answer_is_what_the_resolver_says():
         assert expand(template, key) == pack(name, qtype, resolver.resolve(name, qtype)), name
 
 
+HEADLESS = """
+apiVersion: v1
+kind: Service
+metadata: {name: db}
+spec: {clusterIP: None, selector: {app: db}, ports: [{name: pg, port: 5432}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: late}
+spec: {clusterIP: None, publishNotReadyAddresses: true, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: shared}
+spec: {clusterIP: 10.96.0.9, ports: [{port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: db-a, labels: {kubernetes.io/service-name: db}}
+addressType: IPv4
+ports: [{name: pg, port: 5432}]
+endpoints:
+  - {addresses: [10.1.0.1], hostname: db-0, targetRef: {kind: Pod, name: db-0}}
+  - {addresses: [10.1.0.2, 10.1.0.3], hostname: db-1}
+  - {addresses: [10.1.0.4], conditions: {ready: false}, hostname: db-2}
+  - {addresses: [10.1.0.5], targetRef: {kind: Pod, name: db-xyz}}
+  - {addresses: [10.1.0.6], hostname: db-0}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: db-b, labels: {kubernetes.io/service-name: db}}
+addressType: IPv6
+endpoints:
+  - {addresses: ["fd00::1"], hostname: db-0}
+  - {addresses: ["fd00::2"], hostname: db-6}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: late-a, labels: {kubernetes.io/service-name: late}}
+addressType: IPv4
+endpoints:
+  - {addresses: [10.2.0.1], conditions: {ready: false}}
+  - {addresses: [10.1.0.5]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: shared-a, labels: {kubernetes.io/service-name: shared}}
+addressType: IPv4
+endpoints:
+  - {addresses: [10.1.0.1]}
+"""
+
+
+@pytest.mark.parametrize("options", [{}, {"endpoint_pod_names": True}, {"zones": ("cluster.local", "corp.example")}], ids=["default", "pod-names", "two-zones"])
+def test_headless_answers_built_in_one_pass_equal_the_resolvers(tmp_path, options):
+    """Endpoint names and PTRs of headless services are compiled in one pass, not through
+    the resolver: for every shape (several addresses, IPv6, not ready, published not
+    ready, duplicate hostnames, a pod shared with other services) the bytes agree."""
+    state = state_from_yaml(HEADLESS, tmp_path)
+    resolver = Resolver(state, ResolverConfig(**options))
+    table = AnswerTable(state, resolver)
+    table.on_change(type("D", (), {"services": set(state.services), "namespaces": set()})())
+    checked = 0
+    for key, template in table.answers.items():
+        name, qtype = decode_key(key)
+        assert expand(template, key) == pack(name, qtype, resolver.resolve(name, qtype)), name
+        checked += 1
+    assert checked > 15
+    for svc in state.services.values():  # nothing the resolver answers is missing
+        for name, qtype in table.questions(svc):
+            answer = resolver.resolve(name, qtype)
+            assert (question_key(name, qtype) in table.answers) == (answer is not None and answer.rcode == 0), name
+
+
 def test_change_recompiles_only_the_touched_service(tmp_path):
     state = example_state()
     resolver = Resolver(state, ResolverConfig())
@@ -30,7 +105,7 @@ def test_change_recompiles_only_the_touched_service(tmp_path):
     state.commit()
     compiled = []
     original = table._compile
-    table._compile = lambda key, name, qtype: (compiled.append(name), original(key, name, qtype))
+    table._compile = lambda key, name, qtype, *rest: (compiled.append(name), original(key, name, qtype, *rest))
     redis = state.services[("default", "redis-master")]
     state.apply(Service(**{**{f: getattr(redis, f) for f in Service.__slots__}, "cluster_ips": ("10.0.0.12",)}))
     state.commit()
