@@ -133,3 +133,11 @@ def test_tcp_query_split_across_segments(example_server):
             s.send(wire[i : i + 1])
         (reply,) = _read_frames(s, 1)
     assert rrset_texts(reply.answer) == ["redis-master.default.svc.cluster.local. 5 IN A 10.0.0.11"]
+
+
+def test_ipv6_listener_answers_over_udp_and_tcp(serve):
+    """--listen [::1]:PORT: the batched UDP reader parses IPv6 peers, TCP works too."""
+    srv = serve(listen=("::1", 0))
+    q = dns.message.make_query("redis-master.default.svc.cluster.local.", "A")
+    for reply in (dns.query.udp(q, "::1", port=srv.port, timeout=5), dns.query.tcp(q, "::1", port=srv.port, timeout=5)):
+        assert rrset_texts(reply.answer) == ["redis-master.default.svc.cluster.local. 5 IN A 10.0.0.11"]
