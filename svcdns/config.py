@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class ConfigError(ValueError):
@@ -151,7 +151,6 @@ class ServeConfig:
     labels: str | None = None  # label selector for Services (and their endpoints)
     serviceaccount_dir: str = IN_CLUSTER_DIR  # in-cluster token and CA
     watch: WatchTiming = WatchTiming()
-    extra: dict = field(default_factory=dict)
 
 
 PROXY_MODES = ("userspace", "iptables", "ipvs", "nftables")

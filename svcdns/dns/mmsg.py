@@ -79,7 +79,6 @@ class _Batch:
         self.data = bytearray(BATCH * SLOT)
         self.names = bytearray(BATCH * NAME)
         self.view = memoryview(self.data)
-        self.name_view = memoryview(self.names)
         data_base = ctypes.addressof((ctypes.c_char * len(self.data)).from_buffer(self.data))
         self.names_base = ctypes.addressof((ctypes.c_char * len(self.names)).from_buffer(self.names))
         self.iov = (_IOVec * BATCH)()

@@ -8,7 +8,6 @@ become tasks.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import socket
 import time
@@ -167,7 +166,3 @@ class DnsServer:
             task.cancel()
         sock.close()
         self._udp_sock = None
-
-
-def is_awaitable(value) -> bool:
-    return inspect.isawaitable(value)
