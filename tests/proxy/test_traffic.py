@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"), rea
 TESTDATA = Path(__file__).parent / "testdata"
 PODS = [("p1", "10.244.1.1"), ("p2", "10.244.1.2"), ("p3", "10.244.1.3"), ("dead", "10.244.1.9")]
 MODES = ["iptables", "nftables", "ipvs", "userspace"]
-WEB, STICKY, LOCAL, LOCAL_NONE, EMPTY, FLAKY, DNS, DRAINING, HINTED, WEB_NP = (f"10.96.0.{i}" for i in range(10, 20))
+WEB, STICKY, LOCAL, LOCAL_NONE, EMPTY, FLAKY, DNS, DRAINING, HINTED, WEB_NP, SELF = (f"10.96.0.{i}" for i in range(10, 21))
 
 
 def proxy_argv(mode: str, manifests: Path, *extra: str) -> list[str]:
@@ -112,6 +112,15 @@ def test_terminating_endpoints_are_the_fallback(mode_lab):
 
 def test_topology_hints_keep_traffic_in_zone(mode_lab):
     assert mode_lab.lab.tally(HINTED, 80, 10) == {"p1": 10}
+
+
+def test_pod_reaches_itself_through_its_service(mode_lab):
+    """Hairpin: the endpoint chosen is the client itself, so the proxy must masquerade
+    the connection (kube-proxy does the same) or the pod answers its own SYN directly."""
+    lab = mode_lab.lab
+    assert lab.tally(SELF, 80, 5, source="p1") == {"p1": 5}
+    counts = lab.tally(WEB, 80, 60, source="p1")  # itself sometimes, the others otherwise
+    assert set(counts) == {"p1", "p2", "p3"}, counts
 
 
 def test_nodeport_reaches_endpoints(mode_lab):
