@@ -109,7 +109,7 @@ def test_zone_change_of_this_node_forces_a_full_sync(tmp_path):
     assert proxier.view.node_zone == "zone-a"
     proxier.need_full_sync = False
     proxier.last_full = float("inf")  # as if a full sync just happened
-    assert proxier.checkout() == {("lab", s) for s in ("web", "sticky", "local", "local-none", "flaky", "dns", "draining", "hinted", "web-np", "empty")}
+    assert proxier.checkout() == {("lab", s) for s in ("web", "sticky", "local", "local-none", "flaky", "dns", "draining", "hinted", "web-np", "empty", "self")}
     state.apply(Node("node-a", "zone-b"))
     state.commit()
     assert proxier.view.node_zone == "zone-b" and proxier.checkout() is None

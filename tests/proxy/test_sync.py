@@ -72,7 +72,7 @@ def test_running_proxy_follows_endpoint_changes(mode, tmp_path):
         assert status == 200
         status, metrics = http_get(lab, 10256, "/metrics")
         assert 'svcdns_proxy_sync_duration_seconds_count{kind="partial",mode="%s"}' % mode in metrics
-        assert "svcdns_proxy_service_ports 10.0" in metrics
+        assert "svcdns_proxy_service_ports 11.0" in metrics
 
 
 def load_state(tmp_path: Path) -> ClusterState:
