@@ -16,6 +16,7 @@ class Packet:
     port: int
     proto: str  # tcp | udp | sctp
     local: frozenset[str] = frozenset()  # the node's own addresses (NodePorts match these)
+    ct_status: frozenset[str] = frozenset()  # conntrack status after the nat hooks ("dnat")
 
     @property
     def family(self) -> int:

@@ -17,7 +17,6 @@ import pytest
 from svcdns.proxy.backends.iptables import IptablesBackend, render
 from svcdns.proxy.backends.ipvs import IpvsBackend
 from svcdns.proxy.backends.nftables import NftablesBackend
-from svcdns.proxy.backends.nftables import render as nft_render
 from svcdns.proxy.backends.userspace import UserspaceBackend
 from svcdns.proxy.proxier import Proxier
 from svcdns.sources.manifests import ManifestSource
@@ -100,21 +99,3 @@ def test_partial_render_writes_only_changed_service_chains():
     assert "-j KUBE-SVC-" in partial.text  # KUBE-SERVICES is always rewritten
     assert partial.nat_chains == full.nat_chains
 
-
-def test_nftables_partial_render_deletes_stale_chains():
-    view = proxier_for("cluster-ip", None).view
-    first = nft_render(view)
-    name = next(iter(view.endpoints))
-    view.endpoints[name] = view.endpoints[name][:2]
-    second = nft_render(view, changed={("ns1", "svc1")}, previous=first)
-    assert "delete table" not in second.text
-    stale = [ln for ln in second.text.splitlines() if ln.startswith("delete chain")]
-    assert len(stale) == 1 and "__10.180.0.3/80" in stale[0]
-    assert "numgen random mod 2" in second.text
-    assert "element ip svcdns service-ips" not in second.text  # its ClusterIP element is unchanged
-    # the service goes away: its element is deleted, its chains and endpoint map too
-    del view.services[name]
-    view.services_changed()
-    third = nft_render(view, changed={("ns1", "svc1")}, previous=second)
-    assert "delete element ip svcdns service-ips { 172.30.0.41 . tcp . 80 }" in third.text
-    assert "delete map ip svcdns lb-" in third.text and third.chains == frozenset()

@@ -18,6 +18,7 @@ from svcdns.trace import MODES, Packet, Unsupported, iptables, proxy_view, trace
 
 LAB = Path(__file__).parent.parent / "proxy" / "testdata" / "lab.yaml"
 POD = "10.244.1.50"
+POD_P1 = "10.244.1.1"  # p1, an endpoint on node-a
 P1, P2, P3 = "10.244.1.1:8080", "10.244.1.2:8080", "10.244.1.3:8080"
 THIRD = 1 / 3
 
@@ -132,3 +133,50 @@ def test_cli_reads_a_live_cluster(capsys, tmp_path):
         assert main(["proxy", "trace", POD, "10.96.0.10:80/tcp", "--kubeconfig", kubeconfig, "--node-name", "node-1"]) == 0
     out = capsys.readouterr().out
     assert f"    {P1} 50.0%" in out and "    10.244.1.2:8080 50.0%" in out and "modes agree" in out
+
+
+# Hairpin: a pod whose connection is DNATed to itself must be masqueraded, only then.
+HAIRPIN_MODES = ("iptables", "nftables")  # ipvs's trace does not model its hairpin masquerade yet
+
+
+def test_a_pod_reaching_itself_through_its_service_is_masqueraded(view):
+    for mode, outcomes in trace(view, Packet(POD_P1, "10.96.0.20", 80, "tcp")).items():
+        if mode in HAIRPIN_MODES:
+            assert [(o.target, o.masquerade) for o in outcomes] == [(P1, True)], mode
+    for mode, outcomes in trace(view, Packet(POD_P1, "10.96.0.10", 80, "tcp")).items():
+        if mode in HAIRPIN_MODES:
+            assert {o.target: o.masquerade for o in outcomes} == {P1: True, P2: False, P3: False}, mode
+
+
+def test_nodeport_from_outside(view):
+    pkt = Packet("192.168.7.7", "10.0.0.5", 30080, "tcp", local=frozenset({"10.0.0.5"}))
+    for mode, outcomes in trace(view, pkt).items():
+        if mode != "ipvs":  # NodePorts are not programmed in ipvs mode
+            assert shares(outcomes) == {P1: round(THIRD, 6), P2: round(THIRD, 6), P3: round(THIRD, 6)}, mode
+            assert all(o.masquerade for o in outcomes), mode
+
+
+def test_nftables_ipv6_and_udp():
+    state = ClusterState(derive_endpoints=True, implicit_namespaces=True)
+    ManifestSource([str(LAB.parent.parent / "cases" / "udp-dual-stack.yaml")], state).load()
+    v6 = proxy_view(state, "node-a", ("10.180.0.0/16", "fd00:180::/64"))
+    out = trace(v6, Packet("fd00:180::9", "fd00:10::a", 53, "udp"))["nftables"]
+    assert [(o.verdict, o.target, o.probability, o.masquerade) for o in out] == [("DNAT", "fd00:180::5:53", 1.0, False)]
+    out = trace(v6, Packet("fd00:180::5", "fd00:10::a", 53, "udp"))["nftables"]
+    assert [(o.target, o.masquerade) for o in out] == [("fd00:180::5:53", True)]  # hairpin
+    out = trace(v6, Packet("2001:db8::1", "fd00:10::a", 53, "tcp"))["nftables"]
+    assert [(o.target, o.masquerade) for o in out] == [("fd00:180::5:53", True)]  # from outside the cluster CIDR
+
+
+def test_nftables_numgen_ladder_shares():
+    """rule i of n takes 1/(n-i) of what is left: an even split."""
+    from svcdns.trace import nftables
+
+    chain = ["numgen random mod 3 0 goto a", "numgen random mod 2 0 goto b", "goto c"]
+    text = "\n".join(
+        ["add chain ip t pre { type nat hook prerouting priority dstnat ; }", "add chain ip t s", "add rule ip t pre jump s"]
+        + [f"add chain ip t {c}\nadd rule ip t {c} meta l4proto tcp dnat to 10.0.0.{i}:80" for i, c in enumerate("abc", 1)]
+        + [f"add rule ip t s {r}" for r in chain]
+    )
+    out = nftables.trace(text, Packet(POD, "10.96.0.10", 80, "tcp"))
+    assert shares(out) == {f"10.0.0.{i}:80": round(THIRD, 6) for i in (1, 2, 3)}
