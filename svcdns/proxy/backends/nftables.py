@@ -61,11 +61,12 @@ log = logging.getLogger(__name__)
 
 
 def capacity(elements: int) -> int:
-    """The ``size`` to declare for a hash map that holds ``elements`` now: room to double,
-    a power of two. A size lets the kernel allocate its buckets once instead of growing
-    the table while 100,000 elements go in (~0.1 s at 10,000 services); a partial sync
-    that would outgrow it becomes a full one."""
-    return 1 << max(10, (2 * elements).bit_length())
+    """The ``size`` to declare for a map or set that holds ``elements`` now: room to
+    double, a power of two, at least 256 (a few kB of kernel memory). With a size the
+    kernel allocates the hash buckets once instead of growing the table while 100,000
+    elements go in (~0.1 s at 10,000 services); a partial sync that would outgrow a size
+    becomes a full one, which sizes everything anew."""
+    return 1 << max(8, (2 * elements).bit_length())
 
 
 @dataclass
@@ -128,8 +129,8 @@ def _render(view: ProxyView, family: int, changed: set[Key] | None, previous: Re
     else:
         cache, pools, hairpin = dict(previous.cache), Counter(previous.pools), Counter(previous.hairpin)
         counts, sizes = Counter(previous.counts), dict(previous.sizes)
-        names = {n for n in cache if n.key in changed}
-        names.update(n for n, svc in view.services.items() if n.key in changed and of_family(svc.cluster_ips, family))
+        namespaces = {ns for ns, _ in changed}  # a cheap first test: 10,000 services are scanned
+        names = {n for n in (*cache, *view.services) if n.namespace in namespaces and (n.namespace, n.name) in changed}
         todo = [(n, view.services.get(n)) for n in sorted(names)]
     touched_pools, touched_ips = set(), set()
     for name, svc in todo:
