@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -72,6 +73,11 @@ def timed(fn, *args):
     return time.perf_counter() - started, result
 
 
+def cpu_seconds() -> float:
+    """User + system time of this process and its finished children (the kernel tools)."""
+    return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN) for f in ("ru_utime", "ru_stime"))
+
+
 def bench_mode(mode: str, state: ClusterState, ns: str) -> dict:
     """mode: nftables, iptables (the system's), iptables-legacy or iptables-nft."""
     prefix = ("ip", "netns", "exec", ns)
@@ -80,7 +86,9 @@ def bench_mode(mode: str, state: ClusterState, ns: str) -> dict:
     proxier.checkout()
     render = nft_render if mode == "nftables" else ipt_render
     render_s, rendered = timed(render, proxier.view)
+    cpu = cpu_seconds()
     full_s, ok = timed(lambda: asyncio.run(proxier.sync()))
+    full_cpu = cpu_seconds() - cpu
     assert ok, "full sync failed"
     full_bytes = backend.last_input_bytes
 
@@ -89,14 +97,16 @@ def bench_mode(mode: str, state: ClusterState, ns: str) -> dict:
     old = state.slices[("ns7", "svc7-abc")]
     state.apply(replace(old, endpoints=old.endpoints[1:]))
     state.commit()
+    cpu = cpu_seconds()
     inc_s, ok = timed(lambda: asyncio.run(proxier.sync()))
+    inc_cpu = cpu_seconds() - cpu
     assert ok, "incremental sync failed"
     assert key in state.services
     inc_bytes = backend.last_input_bytes
     state.apply(old)  # restore for the next mode
     state.commit()
     return {"mode": mode, "render_s": render_s, "full_s": full_s, "full_bytes": full_bytes, "inc_s": inc_s, "inc_bytes": inc_bytes,
-            "lines": rendered.text.count("\n")}
+            "lines": rendered.text.count("\n"), "full_cpu": full_cpu, "inc_cpu": inc_cpu}
 
 
 def size(n: int) -> str:
@@ -137,6 +147,8 @@ def main() -> int:
     for r in rows:
         print(f"| {r['mode']} | {r['render_s']:.2f} s | {r['full_s']:.2f} s | {size(r['full_bytes'])} ({r['lines']:,} lines) "
               f"| {r['inc_s'] * 1000:.0f} ms | {size(r['inc_bytes'])} |")
+    print("\nCPU (user + system, this process and the kernel tool it ran): " + "; ".join(
+        f"{r['mode']} full sync {r['full_cpu']:.2f} s, incremental {r['inc_cpu'] * 1000:.0f} ms" for r in rows))
     return 0
 
 
