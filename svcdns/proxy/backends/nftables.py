@@ -201,14 +201,13 @@ class NftablesBackend:
         return "\n".join(render(view, family).text for family in view.families())
 
     def sync(self, view: ProxyView, changed: set[Key] | None) -> None:
-        total = 0
-        for family in view.families():
-            previous = self._previous.pop(family, None)  # a failed sync forgets: next one is full
-            rendered = render(view, family, changed=changed, previous=previous)
-            run_tool([*self.prefix, "nft", "-f", "-"], rendered.text, what="nft -f")
-            self._previous[family] = rendered
-            total += len(rendered.text)
-        self.last_input_bytes = total
+        """One transaction for both families' tables."""
+        previous, self._previous = self._previous, {}  # a failed sync forgets: the next one is full
+        rendered = {family: render(view, family, changed=changed, previous=previous.get(family)) for family in view.families()}
+        text = "".join(r.text for r in rendered.values())
+        run_tool([*self.prefix, "nft", "-f", "-"], text, what="nft -f")
+        self._previous = rendered
+        self.last_input_bytes = len(text)
 
     def close(self) -> None:
         """The table stays when the proxy stops, as kube-proxy's does."""
