@@ -213,8 +213,8 @@ def _rule(rs: Ruleset, rule: str, pkt: Packet, st: State):
             if pkt.proto != t[i + 2]:
                 return
             i += 3
-        elif rest.startswith("fib daddr type local"):
-            if pkt.dst not in pkt.local:
+        elif rest.startswith(("fib daddr type local", "fib saddr type local")):
+            if (pkt.dst if t[i + 1] == "daddr" else pkt.src) not in pkt.local:
                 return
             i += 4
         elif rest.startswith("ct state new"):

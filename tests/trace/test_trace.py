@@ -180,3 +180,29 @@ def test_nftables_numgen_ladder_shares():
     )
     out = nftables.trace(text, Packet(POD, "10.96.0.10", 80, "tcp"))
     assert shares(out) == {f"10.0.0.{i}:80": round(THIRD, 6) for i in (1, 2, 3)}
+
+
+# externalTrafficPolicy: Local (tests/proxy/cases/external-local.yaml: LB IP 1.2.3.4,
+# external IP 192.168.99.11, NodePort 3001; 10.180.0.1 on this node, 10.180.0.2 not).
+# (case, source, destination, port, from the node, want {target: (share, masquerade)})
+E1, E2 = "10.180.0.1:80", "10.180.0.2:80"
+EXTERNAL_LOCAL = [
+    ("LB IP from outside: this node's endpoint, source kept", "192.0.2.9", "1.2.3.4", 80, False, {E1: (1.0, False)}),
+    ("LB IP from a pod: every endpoint, source kept", "10.180.5.5", "1.2.3.4", 80, False, {E1: (0.5, False), E2: (0.5, False)}),
+    ("NodePort from outside: this node's endpoint, source kept", "192.0.2.9", "10.0.0.5", 3001, False, {E1: (1.0, False)}),
+    ("NodePort from the node: every endpoint, masqueraded", "10.0.0.5", "10.0.0.5", 3001, True, {E1: (0.5, True), E2: (0.5, True)}),
+    ("ClusterIP from outside the cluster CIDR: masqueraded", "192.0.2.9", "172.30.0.46", 80, False, {E1: (0.5, True), E2: (0.5, True)}),
+    ("external IP from its own endpoint: hairpin", "10.180.0.1", "192.168.99.11", 80, False, {E1: (0.5, True), E2: (0.5, False)}),
+]
+
+
+@pytest.mark.parametrize("case,src,dst,port,from_node,want", EXTERNAL_LOCAL, ids=[c[0] for c in EXTERNAL_LOCAL])
+def test_nftables_external_traffic_policy_local(case, src, dst, port, from_node, want):
+    from svcdns.proxy.backends.nftables import render
+    from svcdns.trace import nftables
+
+    state = ClusterState(derive_endpoints=True, implicit_namespaces=True)
+    ManifestSource([str(LAB.parent.parent / "cases" / "external-local.yaml")], state).load()
+    text = render(proxy_view(state, "node-a", ("10.180.0.0/16",))).text
+    out = nftables.trace(text, Packet(src, dst, port, "tcp", local=frozenset({"10.0.0.5"})), from_node=from_node)
+    assert {o.target: (round(o.probability, 6), o.masquerade) for o in out} == want
