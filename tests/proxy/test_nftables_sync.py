@@ -95,8 +95,8 @@ def test_both_families_apply(netns):
     backend = NftablesBackend(("ip", "netns", "exec", ns))
     v = view(spec, "UDP", 30053)
     backend.sync(v, None)
-    assert set(table(ns, "ip6")["sets"]["endpoints-2"]) == {
-        json.dumps([{"concat": ["fd00:10::1", "udp", 80, i]}, {"concat": [ep, 8080]}], sort_keys=True)
+    assert set(table(ns, "ip6")["sets"]["endpoints-udp-2"]) == {
+        json.dumps([{"concat": ["fd00:10::1", 80, i]}, {"concat": [ep, 8080]}], sort_keys=True)
         for i, ep in enumerate(("fd00:180::1", "fd00:180::2"))
     }
     assert table(ns, "ip6")["sets"]["hairpin"] == [json.dumps({"concat": ["fd00:180::1", "fd00:180::1"]}, sort_keys=True)]

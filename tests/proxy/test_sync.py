@@ -129,8 +129,8 @@ def test_nftables_partial_sync_keeps_affinity(tmp_path):
         without(state, ("lab", "web-1"), "10.244.1.3")
         assert asyncio.run(proxier.sync())
         table = lab.node_exec("nft", "list", "table", "ip", "svcdns").stdout
-        assert "10.96.0.10 . tcp . 80 . 1 : 10.244.1.2 . 8080" in table  # web's elements, now in the 2-endpoint map
-        assert "10.96.0.10 . tcp . 80 . 2" not in table  # its third element deleted
+        assert "10.96.0.10 . 80 . 1 : 10.244.1.2 . 8080" in table  # web's elements, now in the map of TCP services with 2 endpoints
+        assert "10.96.0.10 . 80 . 2" not in table  # its third element deleted
         assert set(lab.tally(WEB, 80, 40)) == {"p1", "p2"}
         assert lab.tally(STICKY, 80, 10) == {pinned: 10}
 

@@ -7,17 +7,17 @@ Traffic is dispatched by verdict maps keyed on ``address . protocol . port``::
   nat-prerouting / nat-output -> services:
       ip daddr . meta l4proto . th dport vmap @service-ips     (ClusterIP, external, LB IPs)
       fib daddr type local ... jump nodeports                     (vmap @service-nodeports)
-  service-<h>-ns/svc/tcp/port:   goto endpoints-<N>   (N = how many endpoints it picks from)
-  endpoints-<N>:  ip saddr != CLUSTER-CIDR jump mark-for-masquerade, then one DNAT
-      through a map shared by every service with N endpoints, keyed by the packet:
-      dnat ip addr . port to ip daddr . meta l4proto . th dport . numgen random mod N map @endpoints-<N>
-      dnat ip addr . port to meta l4proto . th dport . numgen random mod N map @endpoints-<N>-nodeports
+  service-<h>-ns/svc/tcp/port:   goto endpoints-tcp-<N>   (N: how many endpoints it picks from)
+  endpoints-tcp-<N>:  ip saddr != CLUSTER-CIDR jump mark-for-masquerade, then one DNAT
+      through a map shared by every TCP service with N endpoints, keyed by the packet:
+      meta l4proto tcp dnat ip addr . port to ip daddr . th dport . numgen random mod N map @endpoints-tcp-<N>
+      meta l4proto tcp dnat ip addr . port to th dport . numgen random mod N map @endpoints-tcp-<N>-nodeports
   nat-postrouting:  ct status dnat ip saddr . ip daddr @hairpin masquerade   (a pod that
       reached itself through its service), then the masquerade mark
   filter-{input,forward,output} -> service-endpoints-check: @no-endpoint-services sends
       services without endpoints to reject-chain (Local ones without local endpoints: drop)
 
-``local-<h>-...`` chains (Local traffic policies) do the same through ``local-endpoints-<N>``.
+``local-<h>-...`` chains (Local traffic policies) do the same through ``local-endpoints-tcp-<N>``.
 Services with ClientIP affinity keep kube-proxy's per-endpoint chains
 (``endpoint-<h>-...__ip/port``: ``update @affinity-...``, ``dnat to``), reached by the
 affinity checks and then a ladder of ``numgen random mod (n-i) 0 goto endpoint-...``
@@ -25,22 +25,27 @@ rules (rule i of n takes 1/(n-i) of what is left: an even split, like iptables'
 ``statistic`` ladder).
 
 Why not kube-proxy's layout (one ``numgen random mod N vmap {...}`` and one chain per
-endpoint): measured at 10,000 services x 10 endpoints with nft 1.0.6 on Linux 6.18, the
-kernel finds a set by name by walking the table's list of sets, so 10,000 per-service
-maps cost ~8 s (anonymous ones: minutes -- naming one scans every set); one map shared by
-10,000 rules is quadratic (every element is validated against every rule bound to the
-map, or every binding walks every element): 15-100 s; and 100,000 per-endpoint DNAT
-rules cost ~2.5 s of nft and kernel time, mostly per-expression work. Sharing one small
-chain and two maps among all services with N endpoints keeps the sets few and the
-rules per map at one: the full sync is ~20,000 rules and ~100,000 map elements.
-Hairpin traffic (the chosen endpoint is the client) is masqueraded by one set lookup of
-the endpoints on this node (only those can be the client), as kube-proxy's ipvs mode does
-with its KUBE-LOOP-BACK ipset, instead of one rule per endpoint.
+endpoint)? Measured at 10,000 services x 10 endpoints (nft 1.0.6, Linux 6.18): the kernel
+finds a set by name by walking the table's list of sets, so 10,000 per-service maps cost
+~8 s (anonymous ones: minutes -- naming one scans every set); one map bound by 10,000
+rules is quadratic (each element is validated against every binding, each new binding
+walks every element): 15-100 s; and 100,000 per-endpoint DNAT rules (a numgen ladder)
+still cost ~2.5 s of nft and kernel time, mostly per-expression work. Sharing one chain
+and two maps among the services of a protocol with the same number of endpoints keeps
+the sets few and every map bound by one rule: the full sync is ~20,000 rules and
+~130,000 elements, ~1.2 s of nft (most of it parsing the elements) after ~0.3 s of
+Python. The per-service chains stay, with kube-proxy's names, so ``nft list chain``
+still shows where one service goes. Hairpin traffic (the chosen endpoint is the client)
+is masqueraded by one set lookup of the endpoints on this node (only those can be the
+client), as kube-proxy's ipvs mode does with its KUBE-LOOP-BACK ipset, instead of one
+rule per endpoint.
 
 Names follow kube-proxy's ``hashAndTruncate``: 8 base32 characters of sha256(name), a
-dash, then the readable name. Every input is one ``nft -f`` transaction: the kernel takes
-all of it or none. The first sync replaces the table; later ones rewrite only the chains
-and map elements of services that changed (affinity sets keep their entries).
+dash, then the readable name. Every sync is one ``nft -f`` transaction (both families'
+tables): the kernel takes all of it or none. The first sync replaces the tables; later
+ones rewrite only the chains and map elements of services that changed (affinity sets
+keep their entries), and create or delete a shared pool or hairpin element when its
+first user comes or its last one goes.
 """
 
 from __future__ import annotations
