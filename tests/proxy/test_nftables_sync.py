@@ -103,4 +103,10 @@ def test_both_families_apply(netns):
     v.endpoints[next(n for n in v.services if n.name == "v6")] = (endpoint("fd00:180::2"),)
     backend.sync(v, {("ns1", "v6")})
     assert table(ns, "ip6")["sets"]["hairpin"] == []
-    assert "endpoints-2" not in table(ns, "ip6")["sets"]
+    assert "endpoints-udp-2" not in table(ns, "ip6")["sets"] and table(ns, "ip6")["sets"]["endpoints-udp-1"]
+    name = next(n for n in v.services if n.name == "v6")
+    del v.services[name], v.endpoints[name]
+    v.services_changed()
+    backend.sync(v, {("ns1", "v6")})  # the last IPv6 service: its table is emptied, not forgotten
+    assert table(ns, "ip6")["sets"]["service-ips"] == [] and "endpoints-udp-1" not in table(ns, "ip6")["sets"]
+    assert len(table(ns, "ip")["sets"]["service-ips"]) == 1

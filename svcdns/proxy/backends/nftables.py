@@ -208,7 +208,8 @@ class NftablesBackend:
     def sync(self, view: ProxyView, changed: set[Key] | None) -> None:
         """One transaction for both families' tables."""
         previous, self._previous = self._previous, {}  # a failed sync forgets: the next one is full
-        rendered = {family: render(view, family, changed=changed, previous=previous.get(family)) for family in view.families()}
+        families = sorted({*view.families(), *previous})  # a family's last service going away empties its table
+        rendered = {family: render(view, family, changed=changed, previous=previous.get(family)) for family in families}
         text = "".join(r.text for r in rendered.values())
         run_tool([*self.prefix, "nft", "-f", "-"], text, what="nft -f")
         self._previous = rendered
