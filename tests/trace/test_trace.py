@@ -63,6 +63,14 @@ def test_masquerade_for_clients_outside_the_cluster_cidr(view):
         assert not any(o.masquerade for o in outcomes), mode
 
 
+@pytest.mark.parametrize("mode", ["iptables", "nftables"])
+def test_hairpin_is_masqueraded(view, mode):
+    """p1 reaching a service of its own and landing on itself (tests/proxy/test_traffic.py
+    connects the same way): only that outcome is masqueraded."""
+    outcomes = {o.target: o.masquerade for o in trace(view, Packet("10.244.1.1", "10.96.0.10", 80, "tcp"))[mode]}
+    assert outcomes == {P1: True, P2: False, P3: False}
+
+
 def test_from_the_node_itself(view):
     for mode, outcomes in trace(view, Packet("10.0.0.5", "10.96.0.14", 80, "tcp"), from_node=True).items():
         assert shares(outcomes) == {"REJECT": 1.0}, mode
