@@ -43,10 +43,10 @@ def trace(text: str, pkt: Packet, from_node: bool = False) -> list[Outcome]:
     tables = parse(text)
     entry = ENTRY_FROM_NODE if from_node else ENTRY
     nat = _walk(tables.get("nat", {}), entry["nat"], pkt, State(), 0)
-    hairpin = _masquerades_hairpin(tables.get("nat", {}))
+    hairpin = masquerades_hairpin(tables.get("nat", {}))
     out = []
     for o in nat:
-        if o.verdict == "DNAT" and hairpin and _host(o.target) == pkt.src and not o.masquerade:
+        if o.verdict == "DNAT" and hairpin and dnat_host(o.target) == pkt.src and not o.masquerade:
             o = Outcome(o.probability, o.verdict, o.target, o.rule, True, o.affinity)
         if o.verdict == "DNAT" or o.verdict in ("DROP", "REJECT"):
             out.append(o)
@@ -56,13 +56,13 @@ def trace(text: str, pkt: Packet, from_node: bool = False) -> list[Outcome]:
     return merge(out)
 
 
-def _masquerades_hairpin(nat: dict[str, list[list[str]]]) -> bool:
+def masquerades_hairpin(nat: dict[str, list[list[str]]]) -> bool:
     """KUBE-POSTROUTING masquerades connections DNATed back to their source (the
     KUBE-LOOP-BACK set holds every local endpoint, so membership is that equality)."""
     return any("--match-set" in rule and "dst,dst,src" in rule for rule in nat.get("KUBE-POSTROUTING", []))
 
 
-def _host(target: str) -> str:
+def dnat_host(target: str) -> str:
     """The address of a DNAT target "10.0.0.1:80" / "[fd00::1]:80"."""
     return target.rpartition(":")[0].strip("[]")
 

@@ -63,7 +63,7 @@ def test_masquerade_for_clients_outside_the_cluster_cidr(view):
         assert not any(o.masquerade for o in outcomes), mode
 
 
-@pytest.mark.parametrize("mode", ["iptables", "nftables"])
+@pytest.mark.parametrize("mode", MODES)
 def test_hairpin_is_masqueraded(view, mode):
     """p1 reaching a service of its own and landing on itself (tests/proxy/test_traffic.py
     connects the same way): only that outcome is masqueraded."""
