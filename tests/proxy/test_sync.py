@@ -8,6 +8,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,22 @@ def test_iptables_partial_sync_writes_only_changed_chains(tmp_path):
         assert asyncio.run(proxier.sync())
         assert hairpin in lab.node_exec("ipset", "list", "KUBE-LOOP-BACK").stdout
         assert lab.tally(WEB, 80, 40, source="p1").get("p1")  # hairpin still masqueraded
+
+        # a service moves to another ClusterIP: its KUBE-SERVICES rule is swapped alone
+        old = state.services[("lab", "web")]
+        state.apply(replace(old, cluster_ips=("10.96.0.99",)))
+        state.commit()
+        assert asyncio.run(proxier.sync())
+        assert lab.ask(WEB, 80) == "timeout"  # the old address is nothing now (routed away)
+        assert set(lab.tally("10.96.0.99", 80, 30)) == {"p1", "p2"}
+        assert lab.ask(STICKY, 80) in {"p1", "p2", "p3"}
+        # and is deleted: its rule and chains go, nothing else
+        state.remove("Service", ("lab", "web"))
+        state.commit()
+        assert asyncio.run(proxier.sync())
+        final = lab.node_exec("iptables-save", "-t", "nat").stdout
+        assert web_svc not in final and "10.96.0.99" not in final and sticky_svc in final
+        assert lab.ask(STICKY, 80) in {"p1", "p2", "p3"}
 
 
 def test_nftables_partial_sync_keeps_affinity(tmp_path):

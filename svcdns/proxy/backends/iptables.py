@@ -43,6 +43,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -151,7 +152,7 @@ class Rendered:
     written: int  # per-service chains whose rules this input (re)writes
     cache: dict = field(default_factory=dict)  # ServicePortName -> _ServiceRules, for the next partial render
     large: bool = False
-    loop_back: frozenset[str] = frozenset()  # the KUBE-LOOP-BACK entries after this sync
+    loop_back: Counter = field(default_factory=Counter)  # KUBE-LOOP-BACK entry -> service ports using it
 
 
 class _Writer:
@@ -317,6 +318,19 @@ class _Writer:
         lines += ["*nat", *nat_chains, *(j.line() for j in jumps if j.table == "nat"), *head_nat, *self.nat_rules, "COMMIT", ""]
         return "\n".join(lines)
 
+    def finish_delta(self, stale: Iterable[str], edits: _Edits) -> str:
+        """A partial sync: the changed services' own chains rewritten, their rules in the
+        shared chains deleted and added one by one, stale chains removed (after the rules
+        that jump to them). A table with nothing to change is left out."""
+        lines = []
+        if edits.filter_delete or edits.filter_add:
+            lines += ["*filter", *edits.filter_delete, *edits.filter_add, "COMMIT"]
+        chains = sorted(self.nat_chains[len(NAT_CHAINS) :]) + [f":{c} - [0:0]" for c in sorted(stale)]
+        tail = [f"-X {c}" for c in sorted(stale)]
+        if chains or edits.nat_delete or edits.nat_add:
+            lines += ["*nat", *chains, *edits.nat_delete, *self.nat_rules, *edits.nat_add, *tail, "COMMIT"]
+        return "\n".join([*lines, ""])
+
 
 def render(
     view: ProxyView,
@@ -329,35 +343,92 @@ def render(
 ) -> Rendered:
     """The iptables-restore input for one IP family.
 
-    ``changed`` = None renders every chain (a full sync); otherwise only the chains of
-    the services named in it are written and every other service's chains are left as
-    they are (their KUBE-SERVICES rules are reused from ``previous`` when given).
-    ``existing`` are chains known to be in the kernel: those of ours that no service uses
-    any more are flushed and deleted. ``jumps`` are the built-in-chain rules to insert
-    (pass only the missing ones)."""
+    ``changed`` = None renders every chain (a full sync). Otherwise only the chains of
+    the services named in it are written: with ``previous`` (the last sync's result) as
+    a delta touching only those services (:func:`_render_delta`), without it by
+    rewriting the shared chains whole. ``existing`` are chains known to be in the
+    kernel: those of ours that no service uses any more are flushed and deleted.
+    ``jumps`` are the built-in-chain rules to insert (pass only the missing ones)."""
     w = _Writer(view, family)
-    services = [s for s in view.sorted_services() if of_family(s.cluster_ips, family)]
-    w.large = sum(len(view.endpoints.get(s.name, ())) for s in services) > LARGE_CLUSTER_ENDPOINTS
-    reuse = previous.cache if previous is not None and changed is not None and previous.large == w.large else {}
+    w.large = sum(map(len, view.endpoints.values())) > LARGE_CLUSTER_ENDPOINTS
+    if previous is not None and changed is not None and previous.large == w.large:
+        return _render_delta(w, changed, previous)
     cache = {}
-    for svc in services:
+    for svc in view.sorted_services():
+        if not of_family(svc.cluster_ips, family):
+            continue
         dirty = changed is None or svc.name.key in changed
-        rules = None if dirty else reuse.get(svc.name)
-        if rules is None:
-            rules = w.service(svc)
+        rules = w.service(svc)
         cache[svc.name] = rules
+        w.active.update(rules.chains)
         w.filter_rules += rules.filter
         w.nat_rules += rules.top
-        w.active.update(rules.chains)
         if dirty:
             w.written += len(rules.chains)
             w.nat_chains += [f":{c} - [0:0]" for c in rules.chains]
             w.nat_rules += rules.rules
     stale = {c for c in existing if c.startswith(SERVICE_CHAIN_PREFIXES)} - w.active
-    # Recounted every sync (a few ms at 10,000 services): an endpoint IP:port can serve
-    # several service ports, and its entry goes only when the last of them lets go.
-    loop_back = frozenset(e for rules in cache.values() for e in rules.loop_back)
+    loop_back = Counter(e for rules in cache.values() for e in rules.loop_back)
     return Rendered(w.finish(stale, jumps), frozenset(w.active), w.written, cache, w.large, loop_back)
+
+
+def _render_delta(w: _Writer, changed: set[Key], previous: Rendered) -> Rendered:
+    """A partial sync as a delta on ``previous``: work proportional to the changed
+    services (a few ms), not to the cluster (an O(n) render was ~55 ms at 10,000)."""
+    view, family = w.view, w.family
+    cache = dict(previous.cache)
+    active = set(previous.nat_chains)
+    loop_back = Counter(previous.loop_back)  # an IP:port can serve several service ports
+    edits = _Edits()
+    ports = {spn for spn in previous.cache if spn.key in changed}
+    ports.update(spn for spn in view.services if spn.key in changed)
+    for spn in sorted(ports):
+        old = cache.pop(spn, None)
+        if old is not None:
+            active.difference_update(old.chains)
+            loop_back.subtract(old.loop_back)
+        svc = view.services.get(spn)
+        new = w.service(svc) if svc is not None and of_family(svc.cluster_ips, family) else None
+        edits.replace(old, new)
+        if new is not None:
+            cache[spn] = new
+            active.update(new.chains)
+            loop_back.update(new.loop_back)
+            w.written += len(new.chains)
+            w.nat_chains += [f":{c} - [0:0]" for c in new.chains]
+            w.nat_rules += new.rules
+    stale = previous.nat_chains - active
+    loop_back = Counter({e: n for e, n in loop_back.items() if n > 0})
+    return Rendered(w.finish_delta(stale, edits), frozenset(active), w.written, cache, w.large, loop_back)
+
+
+@dataclass
+class _Edits:
+    """Rule-by-rule changes to the shared chains (KUBE-SERVICES, KUBE-NODEPORTS, the
+    filter chains) in a partial sync. Rewriting KUBE-SERVICES whole (kube-proxy's way)
+    means 10,000 rules re-parsed per sync; an endpoint change leaves it untouched."""
+
+    nat_delete: list[str] = field(default_factory=list)
+    nat_add: list[str] = field(default_factory=list)
+    filter_delete: list[str] = field(default_factory=list)
+    filter_add: list[str] = field(default_factory=list)
+
+    def replace(self, old: _ServiceRules | None, new: _ServiceRules | None) -> None:
+        """``old`` (what the kernel has for a service) becomes ``new`` (None: gone)."""
+        self._diff(old.top if old else [], new.top if new else [], self.nat_delete, self.nat_add)
+        self._diff(old.filter if old else [], new.filter if new else [], self.filter_delete, self.filter_add)
+
+    @staticmethod
+    def _diff(before: list[str], after: list[str], delete: list[str], add: list[str]) -> None:
+        keep = set(before) & set(after)
+        delete += ["-D" + rule[2:] for rule in before if rule not in keep]  # "-A CHAIN spec" -> "-D CHAIN spec"
+        for rule in after:
+            if rule not in keep:
+                # KUBE-SERVICES must end with its "-j KUBE-NODEPORTS" rule: insert above it
+                add.append(f"-I {KUBE_SERVICES} 1 " + rule[len(_APPEND_SERVICES) :] if rule.startswith(_APPEND_SERVICES) else rule)
+
+
+_APPEND_SERVICES = f"-A {KUBE_SERVICES} "
 
 
 def loop_back_restore(family: int, entries: Iterable[str], *, previous: frozenset[str] | None, existing_sets: Iterable[str] = ()) -> str:
@@ -433,10 +504,11 @@ class IptablesBackend:
                     sets = run_tool([*self.prefix, "ipset", "list", "-n"], what="ipset list").split()
                 ipset_input = loop_back_restore(family, rendered.loop_back, previous=None, existing_sets=sets)
             else:
-                ipset_input = loop_back_restore(family, rendered.loop_back, previous=self._previous[family].loop_back)
+                ipset_input = loop_back_restore(family, rendered.loop_back, previous=frozenset(self._previous[family].loop_back))
             if ipset_input:
                 run_tool([*self.prefix, "ipset", "restore"], ipset_input, what="ipset restore")
-            run_tool([*self.prefix, restore, "-w", "--noflush"], rendered.text, what=restore)
+            if rendered.text.strip():  # an untouched table is not replaced (legacy replaces whole tables)
+                run_tool([*self.prefix, restore, "-w", "--noflush"], rendered.text, what=restore)
             self._previous[family] = rendered
             self._full_done.add(family)
             total += len(rendered.text) + len(ipset_input)
