@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from svcdns.proxy.backends.iptables import IptablesBackend, loop_back_restore, render
+from svcdns.proxy.backends.iptables import IptablesBackend, render
 from svcdns.proxy.backends.ipvs import IpvsBackend
+from svcdns.proxy.backends.loopback import loop_back_restore
 from svcdns.proxy.backends.nftables import NftablesBackend
 from svcdns.proxy.backends.nftables import render as nft_render
 from svcdns.proxy.backends.userspace import UserspaceBackend

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from ..model import Categorized, Key, ProxyView, ServicePortInfo, categorize_endpoints, of_family
+from .loopback import LOOP_BACK, loop_back_restore
 from .tools import existing_state, run_tool
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,6 @@ NAT_CHAINS = (KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ)
 # Per-service chains; a chain with one of these prefixes that no service uses is deleted.
 SERVICE_CHAIN_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-")
 MASQ_MARK = "0x4000"
-# Hairpin destinations per family (kube-proxy ipvs mode's set names).
-LOOP_BACK = {4: "KUBE-LOOP-BACK", 6: "KUBE-6-LOOP-BACK"}
 # Above this many endpoints, per-endpoint comments are left out (kube-proxy's
 # largeClusterMode): they make up ~40% of the restore input.
 LARGE_CLUSTER_ENDPOINTS = 1000
@@ -429,30 +428,6 @@ class _Edits:
 
 
 _APPEND_SERVICES = f"-A {KUBE_SERVICES} "
-
-
-def loop_back_restore(family: int, entries: Iterable[str], *, previous: frozenset[str] | None, existing_sets: Iterable[str] = ()) -> str:
-    """``ipset restore`` input that makes the family's KUBE-LOOP-BACK hold ``entries``.
-
-    With ``previous`` (what the last sync left) only the difference is sent. Without it
-    (a full sync) a fresh set is filled and swapped in, so the set is never seen half
-    full, and its size limit fits the cluster (ipset's default maxelem is 65,536)."""
-    name = LOOP_BACK[family]
-    entries = frozenset(entries)
-    if previous is not None:
-        lines = [f"del {name} {e} -exist" for e in sorted(previous - entries)]
-        lines += [f"add {name} {e} -exist" for e in sorted(entries - previous)]
-        return "".join(line + "\n" for line in lines)
-    new = name + "-new"
-    inet = "inet6" if family == 6 else "inet"
-    maxelem = max(65536, 1 << (2 * len(entries)).bit_length())
-    hashsize = max(1024, 1 << (len(entries) // 4).bit_length())  # sized up front: no rehashing while filling
-    existing_sets = set(existing_sets)
-    lines = [f"destroy {new}"] if new in existing_sets else []  # left by an interrupted sync
-    lines.append(f"create {new} hash:ip,port,ip family {inet} hashsize {hashsize} maxelem {maxelem}")
-    lines += [f"add {new} {e}" for e in sorted(entries)]
-    lines += [f"swap {new} {name}", f"destroy {new}"] if name in existing_sets else [f"rename {new} {name}"]
-    return "".join(line + "\n" for line in lines)
 
 
 # --- applying ----------------------------------------------------------------------------

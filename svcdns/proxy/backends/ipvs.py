@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from ..model import Key, ProxyView, categorize_endpoints, of_family
 from . import iptables as ipt
+from .loopback import LOOP_BACK, loop_back_restore
 from . import tools
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,7 @@ def render_iptables(view: ProxyView, family: int = 4) -> str:
         *(f":{c} - [0:0]" for c in (ipt.KUBE_SERVICES, ipt.KUBE_POSTROUTING, ipt.KUBE_MARK_MASQ)),
         *(j.line() for j in jumps if j.table == "nat"),
         f'-A {ipt.KUBE_POSTROUTING} -m comment --comment "Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose" '
-        f"-m set --match-set {ipt.LOOP_BACK[family]} dst,dst,src -j MASQUERADE",
+        f"-m set --match-set {LOOP_BACK[family]} dst,dst,src -j MASQUERADE",
         f"-A {ipt.KUBE_POSTROUTING} -m mark ! --mark {ipt.MASQ_MARK}/{ipt.MASQ_MARK} -j RETURN",
         f"-A {ipt.KUBE_POSTROUTING} -j MARK --xor-mark {ipt.MASQ_MARK}",
         f'-A {ipt.KUBE_POSTROUTING} -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully',
@@ -207,7 +208,7 @@ class IpvsBackend:
         parts = []
         for family in view.families():
             parts.append(f"# ipvsadm-restore input (IPv{family})\n" + render_ipvs(desired(view, self.scheduler, family)))
-            parts.append(f"# ipset restore input ({ipt.LOOP_BACK[family]})\n" + ipt.loop_back_restore(family, loop_back(view, family), previous=None))
+            parts.append(f"# ipset restore input ({LOOP_BACK[family]})\n" + loop_back_restore(family, loop_back(view, family), previous=None))
             parts.append(f"# {'iptables' if family == 4 else 'ip6tables'}-restore input (IPv{family})\n" + render_iptables(view, family))
         return "\n".join(parts)
 
@@ -227,7 +228,7 @@ class IpvsBackend:
             entries = loop_back(view, family)
             previous = self._loop_back.pop(family, None)
             sets = None if previous is not None else tools.run_tool(["ipset", "list", "-n"], what="ipset list").split()
-            ipset_input = ipt.loop_back_restore(family, entries, previous=previous, existing_sets=sets or ())
+            ipset_input = loop_back_restore(family, entries, previous=previous, existing_sets=sets or ())
             if ipset_input:
                 tools.run_tool(["ipset", "restore"], ipset_input, what="ipset restore")
             self._loop_back[family] = entries
