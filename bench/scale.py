@@ -57,7 +57,8 @@ def status(pid: int) -> dict[str, int]:
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (/proc/PID/stat fields 14 and 15)."""
-    fields = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

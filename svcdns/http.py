@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -69,7 +69,7 @@ class HealthServer:
         try:
             while await self._exchange(reader, writer):
                 pass
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass  # the client went away or took too long: nothing to answer
         finally:
             self._clients.discard(writer)

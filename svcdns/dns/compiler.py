@@ -17,8 +17,8 @@ from typing import Iterable
 
 from ..model import Service
 from ..store import ClusterState, Delta
-from .names import endpoint_hostname, reverse_name
 from .direct import DROP, DirectAnswers
+from .names import endpoint_hostname, reverse_name
 from .records import NOERROR, T_A, T_AAAA, T_CNAME, T_PTR, T_SRV, Resolver
 from .wire import pack_stored, question_key
 
