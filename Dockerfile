@@ -1,4 +1,5 @@
 # svcdns: cluster DNS for Kubernetes.   docker build -t svcdns:0.1.0 .
+# The node proxy (deploy/proxy/) adds the kernel tools: docker build --target proxy -t svcdns-proxy:0.1.0 .
 # Build stage: resolve and install the package and its wheels into a virtualenv.
 FROM python:3.12-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -9,7 +10,23 @@ COPY svcdns ./svcdns
 RUN /opt/svcdns/bin/pip install . \
     && /opt/svcdns/bin/pip uninstall --yes pip setuptools
 
-# Final stage: the interpreter, the virtualenv, nothing to build with, not root.
+# The node proxy: the same package plus the tools it drives (iptables-restore, nft, ipset,
+# ipvsadm). It programs the node's netfilter, which needs root with NET_ADMIN (a non-root
+# user does not get added capabilities), so this stage runs as root; the DaemonSet drops
+# every other capability.
+FROM python:3.12-slim-bookworm AS proxy
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends iptables nftables ipset ipvsadm \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /opt/svcdns /opt/svcdns
+ENV PATH=/opt/svcdns/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+EXPOSE 10256
+ENTRYPOINT ["svcdns", "proxy"]
+
+# Final stage (the default target): the interpreter, the virtualenv, nothing to build with, not root.
 FROM python:3.12-slim-bookworm
 LABEL org.opencontainers.image.title="svcdns" \
       org.opencontainers.image.description="Service discovery for Kubernetes: cluster DNS" \
@@ -28,3 +45,4 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=2)"]
 ENTRYPOINT ["svcdns"]
 CMD ["serve", "--listen=0.0.0.0:53", "--health=0.0.0.0:8080", "--metrics=0.0.0.0:9153"]
+

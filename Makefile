@@ -20,7 +20,7 @@ system-deps:
 	@./scripts/need dig:dnsutils
 	@./scripts/need knotd:knot dnsmasq:dnsmasq-base   # real upstream nameservers for the forwarding tests
 	@./scripts/need dnsperf:dnsperf   # load for the rolling-restart and flood tests (issue 7)
-	@./scripts/need ip:iproute2 iptables-restore:iptables nft:nftables ipvsadm:ipvsadm
+	@./scripts/need ip:iproute2 iptables-restore:iptables nft:nftables ipvsadm:ipvsadm ipset:ipset
 
 run: $(STAMP)
 	@./scripts/need dig:dnsutils || echo "(could not install dig; any DNS client will do)"

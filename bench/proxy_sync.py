@@ -40,7 +40,6 @@ from svcdns.proxy.backends.nftables import render as nft_render
 from svcdns.proxy.proxier import Proxier
 from svcdns.store import ClusterState
 
-NODES = ("node-a", "node-b", "node-c")
 
 
 def ip(base: int, i: int) -> str:
@@ -48,9 +47,10 @@ def ip(base: int, i: int) -> str:
     return f"{n >> 24 & 255}.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
 
 
-def build_state(services: int, endpoints: int) -> ClusterState:
+def build_state(services: int, endpoints: int, nodes: int = 3) -> ClusterState:
     """A synced cluster state holding the synthetic services (ClusterIPs from 10.96.0.0/12,
-    endpoints from 10.128.0.0/9, spread over three nodes)."""
+    endpoints from 10.128.0.0/9, spread round-robin over ``nodes`` nodes, of which node-0
+    is the one syncing)."""
     state = ClusterState()
     svc_base, ep_base = (10 << 24) + (96 << 16), (10 << 24) + (128 << 16)
     for s in range(services):
@@ -58,7 +58,7 @@ def build_state(services: int, endpoints: int) -> ClusterState:
         state.apply(Service(ns, name, "ClusterIP", (ip(svc_base, s + 1),), False, "", (ServicePort("http", "TCP", 80, 8080, 0),),
                             (("app", name),), False, 0, False, False, (), (), (), ""))
         eps = tuple(
-            Endpoint((ip(ep_base, s * endpoints + e),), True, True, False, "", NODES[e % 3], "", (), (), "")
+            Endpoint((ip(ep_base, s * endpoints + e),), True, True, False, "", f"node-{(s * endpoints + e) % nodes}", "", (), (), "")
             for e in range(endpoints)
         )
         state.apply(EndpointSlice(ns, f"{name}-abc", name, "IPv4", (EndpointPort("http", "TCP", 8080),), eps))
@@ -82,7 +82,7 @@ def bench_mode(mode: str, state: ClusterState, ns: str) -> dict:
     """mode: nftables, iptables (the system's), iptables-legacy or iptables-nft."""
     prefix = ("ip", "netns", "exec", ns)
     backend = NftablesBackend(prefix) if mode == "nftables" else IptablesBackend(prefix, mode.partition("-")[2])
-    proxier = Proxier(state, backend, "node-a", ("10.128.0.0/9",))
+    proxier = Proxier(state, backend, "node-0", ("10.128.0.0/9",))
     proxier.checkout()
     render = nft_render if mode == "nftables" else ipt_render
     render_s, rendered = timed(render, proxier.view)
@@ -124,13 +124,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--services", type=int, default=10000)
     ap.add_argument("--endpoints", type=int, default=10)
+    ap.add_argument("--nodes", type=int, default=3,
+                    help="nodes the endpoints are spread over (this node's share is what hairpin sets hold; "
+                         "kubelet's default of 110 pods per node means ~1,000 nodes for 100,000 endpoints)")
     ap.add_argument("--modes", default="iptables,nftables", help="comma-separated: nftables, iptables, iptables-legacy, iptables-nft")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("needs root: it applies the rules in a network namespace it creates", file=sys.stderr)
         return 2
-    t, state = timed(build_state, args.services, args.endpoints)
-    print(f"built {args.services} services x {args.endpoints} endpoints in {t:.1f} s", file=sys.stderr)
+    t, state = timed(build_state, args.services, args.endpoints, args.nodes)
+    print(f"built {args.services} services x {args.endpoints} endpoints on {args.nodes} nodes in {t:.1f} s", file=sys.stderr)
     rows = []
     for mode in args.modes.split(","):
         ns = f"svcdns-bench-{os.getpid()}-{mode}"
@@ -140,7 +143,7 @@ def main() -> int:
             print(f"{mode}: done", file=sys.stderr)
         finally:
             subprocess.run(["ip", "netns", "del", ns], check=False)
-    print(f"\n{args.services} services x {args.endpoints} endpoints; Python {platform.python_version()}, "
+    print(f"\n{args.services} services x {args.endpoints} endpoints over {args.nodes} nodes; Python {platform.python_version()}, "
           f"{tool_version(['iptables', '--version'])}, {tool_version(['nft', '--version'])}, {os.cpu_count()} CPUs\n")
     print("| mode | render (full) | full sync (render + apply) | full input | incremental sync (1 endpoint) | incremental input |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")

@@ -390,7 +390,7 @@ def run_serve(args: argparse.Namespace) -> int:
         log.info("uvloop not available; using the default event loop")
     from .sources.kubeauth import AuthError
 
-    server = Server(config)
+    server = Server(config, own_process=True)
     try:
         asyncio.run(server.serve_forever())
     except AuthError as e:

@@ -1,10 +1,11 @@
 """Precompiled answers, kept in step with the cluster state.
 
 For every service, the questions pods and people actually ask (its A/AAAA/SRV names in
-each zone, named-port SRV names, headless endpoint names, PTRs of its addresses, and the
-``svc.ns`` short names) are answered once, by the same :class:`Resolver` the slow path
-uses, and packed into wire templates. A state change recompiles only the services it
-touched; the query hot path is then a dictionary lookup.
+each zone, named-port SRV names, headless endpoint names, PTRs of its addresses) are
+answered once and packed into wire templates: the common shapes written directly
+(:mod:`.direct`), the rest by the same :class:`Resolver` the slow path uses (tests hold
+the two to the same bytes). A state change recompiles only the services it touched; the
+query hot path is then a dictionary lookup.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Iterable
 
 from ..model import Service
 from ..store import ClusterState, Delta
+from .direct import DROP, DirectAnswers
 from .names import endpoint_hostname, reverse_name
-from .records import NOERROR, RR, T_A, T_AAAA, T_CNAME, T_PTR, T_SRV, Answer, Resolver
+from .records import NOERROR, T_A, T_AAAA, T_CNAME, T_PTR, T_SRV, Resolver
 from .wire import pack_stored, question_key
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,7 @@ class AnswerTable:
         self.last_change = 0.0
         self.compile_seconds = 0.0
         self._owned: dict[Key, tuple[bytes, ...]] = {}
+        self.direct = DirectAnswers(resolver)
         state.subscribe(self.on_change)
 
     def on_change(self, delta: Delta) -> None:
@@ -90,62 +93,33 @@ class AnswerTable:
 
     def compile_service(self, key: Key) -> None:
         svc = self.state.services.get(key)
-        wanted = {question_key(n, t, learn=True): (n, t) for n, t in self.questions(svc)} if svc is not None else {}
-        direct = self._endpoint_answers(svc) if svc is not None and svc.headless else {}
+        planned = None if svc is None else self.direct.plan(svc, self.recursion_available)
+        if planned is None and svc is not None:
+            planned = [(question_key(n, t, learn=True), n, t, None) for n, t in self.questions(svc)]
+        wanted = {qkey: (name, qtype, stored) for qkey, name, qtype, stored in planned or ()}
         old = self._owned.pop(key, ())
         for qkey in old:
             if qkey not in wanted:
                 self._compile(qkey, *decode_key(qkey))
-        for qkey, (name, qtype) in wanted.items():
-            self._compile(qkey, name, qtype, direct.get(qkey))
+        for qkey, (name, qtype, stored) in wanted.items():
+            self._compile(qkey, name, qtype, stored)
         if wanted:
             self._owned[key] = tuple(wanted)
 
-    def _endpoint_answers(self, svc: Service) -> dict[bytes, Answer]:
-        """The A answers of a headless service's endpoint names and the PTRs of its
-        endpoints, built in one pass over its endpoints. Asking the resolver name by name
-        scans every endpoint for each one: quadratic in the size of a StatefulSet, on
-        every change. Only the plain cases are built here (the resolver answers the rest,
-        and tests check both give the same bytes): names with IPv4 addresses, and
-        addresses that belong to this service alone."""
-        cfg = self.resolver.cfg
-        ttl, zone0 = cfg.ttl, self.resolver.primary_zone
-        hosts: dict[str, list[str]] = {}  # endpoint name -> its IPv4 addresses, in order
-        ptr: dict[str, set[str]] = {}  # address -> the names it has in this service
-        for sl in self.state.service_slices(svc.key):
-            if sl.address_type == "FQDN":
-                continue
-            for ep in sl.endpoints:
-                if not (ep.ready or svc.publish_not_ready):
-                    continue
-                for addr in ep.addresses:
-                    host = endpoint_hostname(addr, ep.hostname, ep.target_name, cfg.endpoint_pod_names)
-                    if ":" not in addr:
-                        ips = hosts.setdefault(host, [])
-                        if addr not in ips:
-                            ips.append(addr)
-                    ptr.setdefault(addr, set()).add(f"{host}.{svc.name}.{svc.namespace}.svc.{zone0}")
-        out: dict[bytes, Answer] = {}
-        for zone in self.resolver.zones:
-            fqdn = f"{svc.name}.{svc.namespace}.svc.{zone}"
-            for host, ips in hosts.items():
-                name = f"{host}.{fqdn}"
-                out[question_key(name, T_A)] = Answer(NOERROR, tuple(RR(name, T_A, ttl, ip) for ip in ips), rule="endpoint of a service")
-        for addr, names in ptr.items():
-            if self.state.services_with_endpoint_ip(addr) != (svc.key,) or addr in self.state.service_by_ip:
-                continue  # shared with another service: the resolver gathers every name
-            rname = reverse_name(addr)
-            out[question_key(rname, T_PTR)] = Answer(NOERROR, tuple(RR(rname, T_PTR, ttl, n) for n in sorted(names)), rule="PTR")
-        return out
-
-    def _compile(self, qkey: bytes, name: str, qtype: int, answer: Answer | None = None) -> None:
-        if answer is None:
+    def _compile(self, qkey: bytes, name: str, qtype: int, stored: bytes | None = None) -> None:
+        """Store the answer to one question: ``stored`` as the direct path wrote it
+        (DROP: no NOERROR answer), else what the resolver says, packed."""
+        if stored is None:
             answer = self.resolver.resolve(name, qtype)
-        # With forwarding on, an ExternalName's answer is completed upstream at query time.
-        if answer is None or answer.rcode != NOERROR or (answer.chase and self.recursion_available):
-            self.answers.pop(qkey, None)
+            # With forwarding on, an ExternalName's answer is completed upstream at query time.
+            if answer is None or answer.rcode != NOERROR or (answer.chase and self.recursion_available):
+                stored = DROP
+            else:
+                stored = pack_stored(name, qtype, answer, recursion_available=self.recursion_available, key=qkey)
+        if stored:
+            self.answers[qkey] = stored
         else:
-            self.answers[qkey] = pack_stored(name, qtype, answer, recursion_available=self.recursion_available, key=qkey)
+            self.answers.pop(qkey, None)
 
     def questions(self, svc: Service) -> Iterable[tuple[str, int]]:
         """The questions precompiled for one service: what pods ask all day (A, AAAA,

@@ -110,7 +110,6 @@ class MmsgReader:
         self.handler = handler
         self.latency = latency
         self.rx = _Batch()
-        self.tx = _Batch()
         self.pending: set[asyncio.Task] = set()
         self._peers: dict[bytes, str] = {}  # raw address -> text, for the handler's client
         sock.setblocking(False)
@@ -137,47 +136,45 @@ class MmsgReader:
 
     def on_readable(self) -> int:
         """Answer what is queued (at most 8 batches: stay fair to TCP and HTTP); returns
-        how many datagrams were read."""
-        rx, tx = self.rx, self.tx
+        how many datagrams were read.
+
+        A reply is written over its query's slot and sent with that slot's header: the
+        kernel left the client's address and its length there, so nothing is copied but
+        the reply itself. Slots without a reply (dropped, or answered later) split the
+        batch into runs, one sendmmsg each."""
+        rx = self.rx
         handle, peer = self.handler.handle, self._peer
-        rx_u32, rx_view, rx_names = rx.u32, rx.view, rx.names
-        tx_u32, tx_view, tx_names, tx_iov_len = tx.u32, tx.view, tx.names, tx.iov_len
+        u32, view, iov_len, msgs = rx.u32, rx.view, rx.iov_len, rx.msgs
         total = 0
         for _ in range(8):
-            n = _libc.recvmmsg(self.fd, rx.msgs, BATCH, MSG_DONTWAIT, None)
+            n = _libc.recvmmsg(self.fd, msgs, BATCH, MSG_DONTWAIT, None)
             if n <= 0:
                 return total
             total += n
             started = time.perf_counter()
-            out = 0
+            run = 0  # first slot of the current run of replies
             for i in range(n):
                 h = i << 4
-                size = rx_u32[h + 14]
-                namelen = rx_u32[h + 2]
-                rx_u32[h + 2] = NAME  # the kernel overwrote it; reset for the next call
-                if rx_u32[h + 12] & MSG_TRUNC:
-                    continue  # larger than any query we answer: drop
                 base = i * SLOT
-                reply = handle(bytes(rx_view[base : base + size]), peer(i), False)
+                reply = None
+                if not u32[h + 12] & MSG_TRUNC:  # larger than any query we answer: drop
+                    reply = handle(bytes(view[base : base + u32[h + 14]]), peer(i), False)
                 if type(reply) is bytes:
                     length = len(reply)
-                    if length > SLOT:
+                    if length <= SLOT:
+                        view[base : base + length] = reply
+                        iov_len[(i << 1) + 1] = length
                         continue
-                    tbase = out * SLOT
-                    tx_view[tbase : tbase + length] = reply
-                    tx_iov_len[(out << 1) + 1] = length
-                    tx_names[out * NAME : out * NAME + namelen] = rx_names[i * NAME : i * NAME + namelen]
-                    tx_u32[(out << 4) + 2] = namelen
-                    out += 1
                 elif reply is not None:
-                    addr = self._address(i, namelen)
-                    task = asyncio.ensure_future(
-                        send_when_ready(reply, lambda r, addr=addr: self.sock.sendto(r, addr), self.latency, started, addr[0])
-                    )
-                    self.pending.add(task)
-                    task.add_done_callback(self.pending.discard)
-            if out:
-                _libc.sendmmsg(self.fd, tx.msgs, out, 0)  # a full socket buffer drops replies, like queries
+                    self._later(reply, i, started)
+                if run < i:
+                    self._send(run, i - run)
+                run = i + 1
+            if run < n:
+                self._send(run, n - run)  # a full socket buffer drops replies, like queries
+            for i in range(n):  # ready the slots for the next recvmmsg
+                u32[(i << 4) + 2] = NAME
+                iov_len[(i << 1) + 1] = SLOT
             elapsed = time.perf_counter() - started
             lat = self.latency
             lat.counts[bisect_left(lat.buckets, elapsed)] += n
@@ -185,6 +182,17 @@ class MmsgReader:
             if n < BATCH:
                 return total
         return total
+
+    def _send(self, first: int, count: int) -> None:
+        msgs = self.rx.msgs if first == 0 else ctypes.byref(self.rx.msgs, first * ctypes.sizeof(_MMsgHdr))
+        _libc.sendmmsg(self.fd, msgs, count, 0)
+
+    def _later(self, pending, i: int, started: float) -> None:
+        """A reply that needs the network (forwarding): sent on its own when it comes."""
+        addr = self._address(i, self.rx.u32[(i << 4) + 2])
+        task = asyncio.ensure_future(send_when_ready(pending, lambda r, addr=addr: self.sock.sendto(r, addr), self.latency, started, addr[0]))
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
 
     def drain(self) -> int:
         """Answer everything already queued on the socket (shutdown)."""

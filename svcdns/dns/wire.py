@@ -57,6 +57,11 @@ def _encode_label(label: str) -> bytes:
     return encoded
 
 
+def encode_label(label: str) -> bytes:
+    """Length byte + label, for a label of a cluster object's name (cached, as ``learn``)."""
+    return _LABELS.get(label) or _encode_label(label)
+
+
 def _pointer(offset: int) -> bytes:
     return (0xC000 | offset).to_bytes(2, "big")
 

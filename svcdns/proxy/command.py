@@ -172,7 +172,7 @@ def run(config: ProxyConfig) -> int:
     if config.dry_run:
         rules = asyncio.run(_dry_run(server))
         if server.fallback:
-            print(f"svcdns proxy: {server.fallback}; the rules below are the iptables-restore input", file=sys.stderr)
+            print(f"svcdns proxy: {server.fallback}; the rules below are the ipset and iptables-restore input", file=sys.stderr)
         if config.mode == "userspace":
             print("# proxy ports are chosen at random when the listeners open; shown here as 0")
         sys.stdout.write(rules)

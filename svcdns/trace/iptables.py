@@ -43,14 +43,28 @@ def trace(text: str, pkt: Packet, from_node: bool = False) -> list[Outcome]:
     tables = parse(text)
     entry = ENTRY_FROM_NODE if from_node else ENTRY
     nat = _walk(tables.get("nat", {}), entry["nat"], pkt, State(), 0)
+    hairpin = masquerades_hairpin(tables.get("nat", {}))
     out = []
     for o in nat:
+        if o.verdict == "DNAT" and hairpin and dnat_host(o.target) == pkt.src and not o.masquerade:
+            o = Outcome(o.probability, o.verdict, o.target, o.rule, True, o.affinity)
         if o.verdict == "DNAT" or o.verdict in ("DROP", "REJECT"):
             out.append(o)
             continue
         for f in _walk(tables.get("filter", {}), entry["filter"], pkt, State(o.probability, affinity=o.affinity), 0):
             out.append(Outcome(f.probability, f.verdict, f.target, f.rule, o.masquerade, f.affinity))
     return merge(out)
+
+
+def masquerades_hairpin(nat: dict[str, list[list[str]]]) -> bool:
+    """KUBE-POSTROUTING masquerades connections DNATed back to their source (the
+    KUBE-LOOP-BACK set holds every local endpoint, so membership is that equality)."""
+    return any("--match-set" in rule and "dst,dst,src" in rule for rule in nat.get("KUBE-POSTROUTING", []))
+
+
+def dnat_host(target: str) -> str:
+    """The address of a DNAT target "10.0.0.1:80" / "[fd00::1]:80"."""
+    return target.rpartition(":")[0].strip("[]")
 
 
 def _walk(chains, name: str, pkt: Packet, st: State, depth: int) -> list[Outcome]:

@@ -33,6 +33,7 @@ def virtual_servers(text: str) -> dict[tuple[str, str, int], tuple[str, int, lis
 
 def trace(ipvs_text: str, iptables_text: str, pkt: Packet, from_node: bool = False) -> list[Outcome]:
     vss = virtual_servers(ipvs_text)
+    hairpin = iptables.masquerades_hairpin(iptables.parse(iptables_text).get("nat", {}))
     out = []
     for o in iptables.trace(iptables_text, pkt, from_node):
         vs = vss.get((pkt.proto, pkt.dst, pkt.port))
@@ -49,7 +50,9 @@ def trace(ipvs_text: str, iptables_text: str, pkt: Packet, from_node: bool = Fal
         else:
             chosen = reals
         for real in chosen:
-            out.append(Outcome(o.probability / len(chosen), "DNAT", real.replace("[", "").replace("]", ""), rule, o.masquerade, affinity))
+            target = real.replace("[", "").replace("]", "")
+            masquerade = o.masquerade or (hairpin and iptables.dnat_host(target) == pkt.src)
+            out.append(Outcome(o.probability / len(chosen), "DNAT", target, rule, masquerade, affinity))
     return merge(out)
 
 

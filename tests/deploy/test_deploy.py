@@ -165,6 +165,19 @@ def test_dockerfile_passes_hadolint():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_dockerfile_proxy_stage_has_the_kernel_tools():
+    """deploy/proxy/ runs the "proxy" stage: svcdns proxy and every tool its modes drive."""
+    text = (ROOT / "Dockerfile").read_text()
+    stage = re.search(r"^FROM \S+ AS proxy\n(.*?)(?=^FROM |\Z)", text, re.MULTILINE | re.DOTALL)
+    assert stage, "a stage named proxy"
+    body = stage.group(1)
+    assert set(re.search(r"install -y --no-install-recommends ([^\\\n]+)", body).group(1).split()) == {"iptables", "nftables", "ipset", "ipvsadm"}
+    assert re.search(r'^ENTRYPOINT \["svcdns", "proxy"\]', body, re.MULTILINE)
+    daemonset = yaml.safe_load((ROOT / "deploy" / "proxy" / "daemonset.yaml").read_text())
+    container = daemonset["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"].startswith("svcdns-proxy:") and container["securityContext"]["runAsUser"] == 0
+
+
 def test_dockerfile_final_stage():
     text = (ROOT / "Dockerfile").read_text()
     stages = re.split(r"^FROM ", text, flags=re.MULTILINE)[1:]

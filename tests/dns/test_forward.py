@@ -302,3 +302,43 @@ def test_forwarding_metrics(serve, knot):
     assert metric(srv, "svcdns_forward_request_duration_seconds_count", to=to) == 1
     assert metric(srv, "svcdns_forward_failures_total", to=to) == 0
     assert metric(srv, "svcdns_cache_entries") == 1
+
+
+def test_one_udp_batch_mixing_answers_drops_and_forwarding(forwarding):
+    """Datagrams that arrive together are read in one recvmmsg batch: cluster answers go
+    out at once in place of their queries, the dropped ones (a response, a runt) leave
+    gaps in the batch, and a forwarded name is answered when the upstream replies."""
+
+    def query(name: str, rdtype: str, qid: int) -> bytes:
+        q = dns.message.make_query(name, rdtype)
+        q.id = qid
+        return q.to_wire()
+
+    response = bytearray(query("web.shop.svc.cluster.local.", "A", 2))
+    response[2] |= 0x80  # QR: a response, which a server drops
+    burst = [
+        query("web.shop.svc.cluster.local.", "A", 1),
+        bytes(response),
+        query("burst.example.test.", "A", 3),  # not cached: goes to Knot (NXDOMAIN there)
+        query("web.shop.svc.cluster.local.", "AAAA", 4),
+        b"\x00\x05runt",
+        query("web.shop.svc.cluster.local.", "A", 6),
+    ]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(3)
+        forwarding.loop.call_soon_threadsafe(time.sleep, 0.3)  # hold the server: the burst queues up
+        for wire in burst:
+            sock.sendto(wire, ("127.0.0.1", forwarding.port))
+        got = {}
+        try:
+            while len(got) < 5:
+                reply = dns.message.from_wire(sock.recv(4096))
+                got[reply.id] = reply
+        except socket.timeout:
+            pass
+        assert sorted(got) == [1, 3, 4, 6]
+        assert [rr.address for rr in got[1].answer[0]] == ["10.96.0.20"] == [rr.address for rr in got[6].answer[0]]
+        assert got[4].answer == [] and got[4].rcode() == dns.rcode.NOERROR
+        assert got[3].rcode() == dns.rcode.NXDOMAIN and got[3].flags & dns.flags.RA
+        sock.sendto(query("web.shop.svc.cluster.local.", "A", 7), ("127.0.0.1", forwarding.port))  # the slots were reset
+        assert dns.message.from_wire(sock.recv(4096)).id == 7

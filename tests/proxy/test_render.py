@@ -16,6 +16,7 @@ import pytest
 
 from svcdns.proxy.backends.iptables import IptablesBackend, render
 from svcdns.proxy.backends.ipvs import IpvsBackend
+from svcdns.proxy.backends.loopback import loop_back_restore
 from svcdns.proxy.backends.nftables import NftablesBackend
 from svcdns.proxy.backends.userspace import UserspaceBackend
 from svcdns.proxy.proxier import Proxier
@@ -71,8 +72,52 @@ def test_iptables_uses_kube_proxy_chain_names():
     text = render(proxier_for("cluster-ip", None).view).text
     # the names kube-proxy gives ns1/svc1:p80 and its endpoint 10.180.0.1:80 (its own tests)
     assert "-j KUBE-SVC-XPGD46QRK7WJZT7O" in text
-    assert ":KUBE-SEP-SXIVWICOYRO3J4NJ - [0:0]" in text
-    assert "-A KUBE-SEP-SXIVWICOYRO3J4NJ -m comment --comment ns1/svc1:p80 -m tcp -p tcp -j DNAT --to-destination 10.180.0.1:80" in text
+
+
+def test_iptables_dnats_in_the_service_chain_without_affinity():
+    """No per-endpoint chains (110,000 of them at 10k x 10 made a full sync take 11 s):
+    the split rules DNAT themselves, and hairpin traffic is masqueraded by KUBE-LOOP-BACK."""
+    text = render(proxier_for("cluster-ip", None).view).text
+    assert "KUBE-SEP-" not in text
+    assert ('-A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 -> 10.180.0.1:80" '
+            "-m statistic --mode random --probability 0.3333333333 -m tcp -p tcp -j DNAT --to-destination 10.180.0.1:80") in text
+    assert "-m set --match-set KUBE-LOOP-BACK dst,dst,src -j MASQUERADE" in lines(text, "-A KUBE-POSTROUTING")[0]
+
+
+def test_iptables_affinity_keeps_kube_proxys_endpoint_chains():
+    text = render(proxier_for("affinity", None).view).text
+    seps = lines(text, "-j DNAT")
+    assert seps and all(ln.startswith("-A KUBE-SEP-") and "-m recent" in ln and "--set" in ln for ln in seps)
+
+
+@pytest.mark.parametrize(
+    ("case", "family", "entries"),
+    [
+        ("cluster-ip", 4, {"10.180.0.1,tcp:80,10.180.0.1"}),  # node-a's endpoint only: others hairpin on their own node
+        ("udp-dual-stack", 6, {"fd00:180::5,udp:53,fd00:180::5", "fd00:180::5,tcp:53,fd00:180::5"}),
+    ],
+)
+def test_iptables_loop_back_set_holds_this_nodes_endpoints(case, family, entries):
+    assert set(render(proxier_for(case, None).view, family).loop_back) == entries
+
+
+def test_loop_back_restore_full_swaps_a_filled_set_in():
+    full = loop_back_restore(4, {"10.0.0.1,tcp:80,10.0.0.1"}, previous=None, existing_sets=["KUBE-LOOP-BACK", "KUBE-LOOP-BACK-new"])
+    assert full.splitlines() == [
+        "destroy KUBE-LOOP-BACK-new",
+        "create KUBE-LOOP-BACK-new hash:ip,port,ip family inet hashsize 1024 maxelem 65536",
+        "add KUBE-LOOP-BACK-new 10.0.0.1,tcp:80,10.0.0.1",
+        "swap KUBE-LOOP-BACK-new KUBE-LOOP-BACK",
+        "destroy KUBE-LOOP-BACK-new",
+    ]
+    big = loop_back_restore(6, {f"fd00::{i:x},tcp:80,fd00::{i:x}" for i in range(40000)}, previous=None)
+    assert "family inet6" in big and "maxelem 131072" in big and big.rstrip().endswith("rename KUBE-6-LOOP-BACK-new KUBE-6-LOOP-BACK")
+
+
+def test_loop_back_restore_partial_sends_the_difference():
+    text = loop_back_restore(4, {"a", "b"}, previous=frozenset({"b", "c"}))
+    assert text.splitlines() == ["del KUBE-LOOP-BACK c -exist", "add KUBE-LOOP-BACK a -exist"]
+    assert loop_back_restore(4, {"a"}, previous=frozenset({"a"})) == ""
 
 
 def test_iptables_affinity_checks_come_before_the_split():
@@ -80,6 +125,7 @@ def test_iptables_affinity_checks_come_before_the_split():
     dispatch = lines(text, "-A KUBE-SVC-")
     recent = [i for i, ln in enumerate(dispatch) if "--rcheck --seconds 10800 --reap" in ln]
     split = [i for i, ln in enumerate(dispatch) if "-j KUBE-SEP-" in ln and "--rcheck" not in ln]
+    assert split
     assert len(recent) == 2 and max(recent) < min(split)
     assert len(lines(text, "-m recent --name KUBE-SEP-")) == 4  # 2 checks + 2 --set
 
@@ -99,3 +145,80 @@ def test_partial_render_writes_only_changed_service_chains():
     assert "-j KUBE-SVC-" in partial.text  # KUBE-SERVICES is always rewritten
     assert partial.nat_chains == full.nat_chains
 
+
+def partial_after(case: str, change) -> tuple[str, str]:
+    """(full, partial) iptables input: the case rendered, ``change(state)`` applied, then
+    rendered again as the partial sync that follows."""
+    proxier = proxier_for(case, None)
+    full = render(proxier.view)
+    change(proxier.state)
+    proxier.state.commit()
+    proxier.need_full_sync = False
+    proxier.last_full = float("inf")
+    changed = proxier.checkout()
+    return full.text, render(proxier.view, changed=changed, existing=full.nat_chains, jumps=(), previous=full).text
+
+
+def _drop_endpoint(state):
+    from dataclasses import replace
+
+    old = state.slices[("ns1", "svc1-abc")]
+    state.apply(replace(old, endpoints=old.endpoints[1:]))
+
+
+def _move_cluster_ip(state):
+    from dataclasses import replace
+
+    old = state.services[("ns1", "svc1")]
+    state.apply(replace(old, cluster_ips=("172.30.0.99",)))
+
+
+def test_iptables_partial_sync_leaves_kube_services_alone_on_an_endpoint_change():
+    full, partial = partial_after("cluster-ip", _drop_endpoint)
+    assert "KUBE-SERVICES" not in partial and "*filter" not in partial
+    assert partial.splitlines()[:2] == ["*nat", ":KUBE-SVC-XPGD46QRK7WJZT7O - [0:0]"]
+    assert len(lines(partial, "-j DNAT")) == 2
+
+
+def test_iptables_partial_sync_swaps_a_changed_services_rules_one_by_one():
+    full, partial = partial_after("cluster-ip", _move_cluster_ip)
+    old = lines(full, "-A KUBE-SERVICES -m comment --comment \"ns1/svc1:p80 cluster IP\"")[0]
+    assert lines(partial, "-D KUBE-SERVICES") == ["-D" + old[2:]]
+    [added] = lines(partial, "-I KUBE-SERVICES 1 ")
+    assert "-d 172.30.0.99 --dport 80 -j KUBE-SVC-XPGD46QRK7WJZT7O" in added
+    assert "KUBE-NODEPORTS" not in partial  # the last rule stays where it is
+
+
+def test_iptables_partial_sync_removes_a_deleted_service_before_its_chain():
+    full, partial = partial_after("cluster-ip", lambda state: state.remove("Service", ("ns1", "svc1")))
+    text = partial.splitlines()
+    delete = text.index(next(ln for ln in text if ln.startswith("-D KUBE-SERVICES")))
+    assert text.index("-X KUBE-SVC-XPGD46QRK7WJZT7O") > delete
+
+
+def test_iptables_partial_syncs_add_up_to_a_full_render():
+    """After a run of partial (delta) renders, what svcdns believes the kernel holds is
+    what a full render of the same cluster would write."""
+    from dataclasses import replace
+
+    proxier = proxier_for("udp-dual-stack", None)
+    state = proxier.state
+    proxier.need_full_sync, proxier.last_full = False, float("inf")
+    rendered = {f: render(proxier.view, f) for f in (4, 6)}
+    key = ("kube-system", "dns")
+    changes = [
+        lambda: state.apply(replace(state.services[key], cluster_ips=("172.30.0.77", "fd00:10::77"))),
+        lambda: state.remove("EndpointSlice", ("kube-system", "dns-v6")),
+        lambda: state.remove("Service", key),
+    ]
+    for change in changes:
+        change()
+        state.commit()
+        changed = proxier.checkout()
+        for f in (4, 6):
+            rendered[f] = render(proxier.view, f, changed=changed, existing=rendered[f].nat_chains, jumps=(), previous=rendered[f])
+        for f in (4, 6):
+            fresh = render(proxier.view, f)
+            assert rendered[f].nat_chains == fresh.nat_chains
+            assert +rendered[f].loop_back == fresh.loop_back
+            assert {k: (r.top, r.filter, r.rules) for k, r in rendered[f].cache.items()} == {k: (r.top, r.filter, r.rules) for k, r in fresh.cache.items()}

@@ -100,8 +100,8 @@ def test_dry_run_in_ipvs_mode():
     if ipvs_available()[0]:
         assert "# ipvsadm-restore input" in proc.stdout and "-A -t 10.96.0.10:80 -s rr" in proc.stdout
     else:
-        assert "IPVS is not available" in proc.stderr and "the rules below are the iptables-restore input" in proc.stderr
-        assert proc.stdout.startswith("*filter") and "KUBE-SVC-" in proc.stdout
+        assert "IPVS is not available" in proc.stderr and "the rules below are the ipset and iptables-restore input" in proc.stderr
+        assert proc.stdout.startswith("# ipset restore input (KUBE-LOOP-BACK)") and "\n*filter\n" in proc.stdout and "KUBE-SVC-" in proc.stdout
 
 
 def test_live_source_fails_clearly():

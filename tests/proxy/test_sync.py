@@ -8,6 +8,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -97,9 +98,12 @@ def test_iptables_partial_sync_writes_only_changed_chains(tmp_path):
         assert asyncio.run(proxier.sync())
         web_svc = "KUBE-SVC-" + port_proto_hash("lab/web:http", "tcp")
         sticky_svc = "KUBE-SVC-" + port_proto_hash("lab/sticky:http", "tcp")
-        gone_sep = endpoint_chain("lab/web:http", "tcp", "10.244.1.3:8080")
+        sticky_sep = endpoint_chain("lab/sticky:http", "tcp", "10.244.1.3:8080")
+        def web_dnats(save: str) -> list[str]:
+            return [ln.rpartition(" ")[2] for ln in save.splitlines() if ln.startswith(f"-A {web_svc} ") and "-j DNAT" in ln]
+
         before = lab.node_exec("iptables-save", "-t", "nat").stdout
-        assert gone_sep in before and sticky_svc in before
+        assert web_dnats(before) == ["10.244.1.1:8080", "10.244.1.2:8080", "10.244.1.3:8080"] and sticky_sep in before
 
         inputs = []
         real_sync = backend.sync
@@ -113,9 +117,34 @@ def test_iptables_partial_sync_writes_only_changed_chains(tmp_path):
         assert asyncio.run(proxier.sync())
         assert inputs == [{("lab", "web")}]
         after = lab.node_exec("iptables-save", "-t", "nat").stdout
-        assert gone_sep not in after  # stale endpoint chain deleted
-        assert web_svc in after and sticky_svc in after  # unchanged service chains kept
+        assert web_dnats(after) == ["10.244.1.1:8080", "10.244.1.2:8080"]
+        assert web_svc in after and sticky_svc in after and sticky_sep in after  # unchanged services' chains kept
         assert set(lab.tally(WEB, 80, 40)) == {"p1", "p2"}
+        assert lab.ask(STICKY, 80) in {"p1", "p2", "p3"}
+
+        # p1 (this node's pod) leaves one of its services: its hairpin entry stays, the
+        # other services still send it back to itself
+        hairpin = "10.244.1.1,tcp:8080,10.244.1.1"
+        assert hairpin in lab.node_exec("ipset", "list", "KUBE-LOOP-BACK").stdout
+        without(state, ("lab", "self-1"), "10.244.1.1")
+        assert asyncio.run(proxier.sync())
+        assert hairpin in lab.node_exec("ipset", "list", "KUBE-LOOP-BACK").stdout
+        assert lab.tally(WEB, 80, 40, source="p1").get("p1")  # hairpin still masqueraded
+
+        # a service moves to another ClusterIP: its KUBE-SERVICES rule is swapped alone
+        old = state.services[("lab", "web")]
+        state.apply(replace(old, cluster_ips=("10.96.0.99",)))
+        state.commit()
+        assert asyncio.run(proxier.sync())
+        assert lab.ask(WEB, 80) == "timeout"  # the old address is nothing now (routed away)
+        assert set(lab.tally("10.96.0.99", 80, 30)) == {"p1", "p2"}
+        assert lab.ask(STICKY, 80) in {"p1", "p2", "p3"}
+        # and is deleted: its rule and chains go, nothing else
+        state.remove("Service", ("lab", "web"))
+        state.commit()
+        assert asyncio.run(proxier.sync())
+        final = lab.node_exec("iptables-save", "-t", "nat").stdout
+        assert web_svc not in final and "10.96.0.99" not in final and sticky_svc in final
         assert lab.ask(STICKY, 80) in {"p1", "p2", "p3"}
 
 

@@ -64,6 +64,14 @@ def test_masquerade_for_clients_outside_the_cluster_cidr(view):
         assert not any(o.masquerade for o in outcomes), mode
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_hairpin_is_masqueraded(view, mode):
+    """p1 reaching a service of its own and landing on itself (tests/proxy/test_traffic.py
+    connects the same way): only that outcome is masqueraded."""
+    outcomes = {o.target: o.masquerade for o in trace(view, Packet("10.244.1.1", "10.96.0.10", 80, "tcp"))[mode]}
+    assert outcomes == {P1: True, P2: False, P3: False}
+
+
 def test_from_the_node_itself(view):
     for mode, outcomes in trace(view, Packet("10.0.0.5", "10.96.0.14", 80, "tcp"), from_node=True).items():
         assert shares(outcomes) == {"REJECT": 1.0}, mode
@@ -135,17 +143,12 @@ def test_cli_reads_a_live_cluster(capsys, tmp_path):
     assert f"    {P1} 50.0%" in out and "    10.244.1.2:8080 50.0%" in out and "modes agree" in out
 
 
-# Hairpin: a pod whose connection is DNATed to itself must be masqueraded, only then.
-HAIRPIN_MODES = ("iptables", "nftables")  # ipvs's trace does not model its hairpin masquerade yet
-
-
 def test_a_pod_reaching_itself_through_its_service_is_masqueraded(view):
+    """Hairpin: a connection DNATed to its own client is masqueraded, and only that one."""
     for mode, outcomes in trace(view, Packet(POD_P1, "10.96.0.20", 80, "tcp")).items():
-        if mode in HAIRPIN_MODES:
-            assert [(o.target, o.masquerade) for o in outcomes] == [(P1, True)], mode
+        assert [(o.target, o.masquerade) for o in outcomes] == [(P1, True)], mode
     for mode, outcomes in trace(view, Packet(POD_P1, "10.96.0.10", 80, "tcp")).items():
-        if mode in HAIRPIN_MODES:
-            assert {o.target: o.masquerade for o in outcomes} == {P1: True, P2: False, P3: False}, mode
+        assert {o.target: o.masquerade for o in outcomes} == {P1: True, P2: False, P3: False}, mode
 
 
 def test_nodeport_from_outside(view):

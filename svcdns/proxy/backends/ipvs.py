@@ -9,7 +9,9 @@ Kept thin on purpose: upstream deprecated its ipvs proxier (KEP-5495). What it d
   this node's endpoints only.
 - the VIPs are bound to a dummy interface ``kube-ipvs0`` so the node accepts them;
 - iptables (nat): KUBE-SERVICES marks off-cluster traffic to VIPs for masquerade
-  (kube-proxy uses ipsets for the same matches); (filter): REJECT/DROP as in iptables mode.
+  (kube-proxy uses ipsets for the same matches); KUBE-POSTROUTING masquerades hairpin
+  connections (a pod sent to itself) found in the ipset KUBE-LOOP-BACK of this node's
+  real servers, as kube-proxy does; (filter): REJECT/DROP as in iptables mode.
 
 NodePorts are not programmed in ipvs mode (they need a virtual server per node address).
 
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 
 from ..model import Key, ProxyView, categorize_endpoints, of_family
 from . import iptables as ipt
+from .loopback import LOOP_BACK, loop_back_restore
 from . import tools
 
 log = logging.getLogger(__name__)
@@ -133,6 +136,17 @@ def parse_ipvsadm_save(text: str) -> dict[VirtualServer, VirtualConfig]:
     return {k: VirtualConfig(v["scheduler"], v["persistence"], tuple(v["reals"])) for k, v in vss.items()}
 
 
+def loop_back(view: ProxyView, family: int = 4) -> frozenset[str]:
+    """KUBE-LOOP-BACK entries: this node's real servers (only they can be hairpin)."""
+    out = set()
+    for svc in view.sorted_services():
+        if not of_family(svc.cluster_ips, family):
+            continue
+        proto = svc.protocol.lower()
+        out.update(f"{e.ip},{proto}:{e.port},{e.ip}" for e in view.endpoints.get(svc.name, ()) if e.family == family and e.local)
+    return frozenset(out)
+
+
 def render_iptables(view: ProxyView, family: int = 4) -> str:
     """The iptables-restore input IPVS mode needs beside the virtual servers."""
     cidr = view.cluster_cidr(family)
@@ -164,6 +178,8 @@ def render_iptables(view: ProxyView, family: int = 4) -> str:
         "*nat",
         *(f":{c} - [0:0]" for c in (ipt.KUBE_SERVICES, ipt.KUBE_POSTROUTING, ipt.KUBE_MARK_MASQ)),
         *(j.line() for j in jumps if j.table == "nat"),
+        f'-A {ipt.KUBE_POSTROUTING} -m comment --comment "Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose" '
+        f"-m set --match-set {LOOP_BACK[family]} dst,dst,src -j MASQUERADE",
         f"-A {ipt.KUBE_POSTROUTING} -m mark ! --mark {ipt.MASQ_MARK}/{ipt.MASQ_MARK} -j RETURN",
         f"-A {ipt.KUBE_POSTROUTING} -j MARK --xor-mark {ipt.MASQ_MARK}",
         f'-A {ipt.KUBE_POSTROUTING} -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully',
@@ -185,12 +201,14 @@ class IpvsBackend:
         self.scheduler = scheduler
         self._current: dict[int, dict[VirtualServer, VirtualConfig]] = {}
         self._jumps_done: set[int] = set()
+        self._loop_back: dict[int, frozenset[str]] = {}
         self.last_input_bytes = 0
 
     def render_all(self, view: ProxyView) -> str:
         parts = []
         for family in view.families():
             parts.append(f"# ipvsadm-restore input (IPv{family})\n" + render_ipvs(desired(view, self.scheduler, family)))
+            parts.append(f"# ipset restore input ({LOOP_BACK[family]})\n" + loop_back_restore(family, loop_back(view, family), previous=None))
             parts.append(f"# {'iptables' if family == 4 else 'ip6tables'}-restore input (IPv{family})\n" + render_iptables(view, family))
         return "\n".join(parts)
 
@@ -207,6 +225,13 @@ class IpvsBackend:
             if commands:
                 tools.run_tool(["ipvsadm-restore"], commands, what="ipvsadm-restore")
             self._current[family] = wanted
+            entries = loop_back(view, family)
+            previous = self._loop_back.pop(family, None)
+            sets = None if previous is not None else tools.run_tool(["ipset", "list", "-n"], what="ipset list").split()
+            ipset_input = loop_back_restore(family, entries, previous=previous, existing_sets=sets or ())
+            if ipset_input:
+                tools.run_tool(["ipset", "restore"], ipset_input, what="ipset restore")
+            self._loop_back[family] = entries
             rules = render_iptables(view, family)
             if family in self._jumps_done:  # the jumps exist: only refill our chains
                 rules = "\n".join(line for line in rules.splitlines() if not line.startswith("-I ")) + "\n"
