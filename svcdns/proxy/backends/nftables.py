@@ -33,7 +33,7 @@ walks every element): 15-100 s; and 100,000 per-endpoint DNAT rules (a numgen la
 still cost ~2.5 s of nft and kernel time, mostly per-expression work. Sharing one chain
 and two maps among the services of a protocol with the same number of endpoints keeps
 the sets few and every map bound by one rule: the full sync is ~10,000 rules and
-~150,000 elements, ~1.2 s of nft (most of it parsing the elements) after ~0.3 s of
+~143,000 elements, ~1.1 s of nft (most of it parsing the elements) after ~0.3 s of
 Python. The per-service chains stay, with kube-proxy's names, so ``nft list chain``
 still shows where one service goes. Hairpin traffic (the chosen endpoint is the client)
 is masqueraded by one set lookup of the endpoints on this node (only those can be the
