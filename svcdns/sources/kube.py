@@ -24,15 +24,16 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable
-
-from kubernetes_asyncio import client
+from typing import TYPE_CHECKING, Callable
 
 from ..config import WatchTiming
 from ..model import Record
 from ..store import ClusterState
 from .legacy import LegacyEndpoints
 from .reflector import KIND_APIS, Outage, Reflector, plural
+
+if TYPE_CHECKING:
+    from .kubelib import ApiClient
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class KubeSource:
 
     def __init__(
         self,
-        api_client: client.ApiClient,
+        api_client: ApiClient,
         state: ClusterState,
         options: KubeOptions = KubeOptions(),
         timing: WatchTiming = WatchTiming(),

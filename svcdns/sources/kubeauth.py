@@ -1,6 +1,7 @@
 """Connecting to the Kubernetes API: in-cluster service account or a kubeconfig.
 
-kubernetes-asyncio does the TLS, kubeconfig parsing and exec/OIDC plugins. What we add
+kubernetes-asyncio does the TLS, kubeconfig parsing and exec/OIDC plugins (imported
+without its generated models: see sources.kubelib). What we add
 is token rotation that takes effect at once: kubelet rewrites the projected service
 account token long before it expires, and the library would keep a token it read for a
 minute. We re-read the file whenever its modification time changes (one ``stat`` per
@@ -16,8 +17,8 @@ from typing import Mapping
 
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the client package costs ~40 MB and 0.5 s to import: only the live source pays
-    from kubernetes_asyncio import client
+if TYPE_CHECKING:  # kubelib is imported when a live source starts: manifests never pay for it
+    from .kubelib import ApiClient, Configuration
 
 log = logging.getLogger(__name__)
 
@@ -76,18 +77,18 @@ class TokenFile:
             log.warning("cannot re-read %s (%s); keeping the token read before", self.path, e.strerror)
         return self.token
 
-    def hook(self, configuration: client.Configuration) -> None:
+    def hook(self, configuration: Configuration) -> None:
         """``Configuration.refresh_api_key_hook``: called before every request."""
         configuration.api_key["BearerToken"] = self.refresh()
 
 
-def in_cluster_configuration(settings: InCluster) -> client.Configuration:
-    from kubernetes_asyncio import client
+def in_cluster_configuration(settings: InCluster) -> Configuration:
+    from .kubelib import Configuration
 
     if not os.path.isfile(settings.ca_file):
         raise AuthError(f"{settings.ca_file}: the service account CA certificate is missing")
     host = settings.host if ":" not in settings.host else f"[{settings.host}]"
-    cfg = client.Configuration(host=f"https://{host}:{settings.port}")
+    cfg = Configuration(host=f"https://{host}:{settings.port}")
     cfg.ssl_ca_cert = settings.ca_file
     token = TokenFile(settings.token_file)
     cfg.api_key_prefix["BearerToken"] = "Bearer"
@@ -96,22 +97,22 @@ def in_cluster_configuration(settings: InCluster) -> client.Configuration:
     return cfg
 
 
-async def kubeconfig_configuration(path: str) -> client.Configuration:
-    from kubernetes_asyncio import client, config
+async def kubeconfig_configuration(path: str) -> Configuration:
+    from .kubelib import ConfigException, Configuration, load_kube_config
 
     if not os.path.isfile(path):
         raise AuthError(f"--kubeconfig {path}: no such file")
-    cfg = client.Configuration()
+    cfg = Configuration()
     try:
-        await config.load_kube_config(config_file=path, client_configuration=cfg, persist_config=False)
-    except config.ConfigException as e:
+        await load_kube_config(config_file=path, client_configuration=cfg, persist_config=False)
+    except ConfigException as e:
         raise AuthError(f"--kubeconfig {path}: {e}") from None
     return cfg
 
 
-async def api_client(kubeconfig: str | None, serviceaccount_dir: str, environ: Mapping[str, str] = os.environ) -> client.ApiClient:
+async def api_client(kubeconfig: str | None, serviceaccount_dir: str, environ: Mapping[str, str] = os.environ) -> ApiClient:
     """An ApiClient for ``--kubeconfig`` if given, else for the pod's service account."""
-    from kubernetes_asyncio import client
+    from .kubelib import ApiClient
 
     if kubeconfig:
         cfg = await kubeconfig_configuration(kubeconfig)
@@ -123,4 +124,4 @@ async def api_client(kubeconfig: str | None, serviceaccount_dir: str, environ: M
         cfg = in_cluster_configuration(settings)
         where = f"{cfg.host} (in-cluster service account)"
     log.info("Kubernetes API: %s", where)
-    return client.ApiClient(configuration=cfg)
+    return ApiClient(configuration=cfg)
