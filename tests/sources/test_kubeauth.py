@@ -4,11 +4,14 @@ and the choice of source `svcdns serve` makes."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import ssl
+import sys
 
 import pytest
 import trustme
+import yaml
 
 from svcdns.config import ServeConfig
 from svcdns.serve import choose_source
@@ -27,12 +30,68 @@ def tls_api(tmp_path):
     ca = trustme.CA()
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(ctx)
+    ctx.verify_mode = ssl.CERT_OPTIONAL  # client certificates from this CA authenticate too
+    ca.configure_trust(ctx)
     sa = tmp_path / "serviceaccount"
     sa.mkdir()
     ca.cert_pem.write_to_path(str(sa / "ca.crt"))
     (sa / "token").write_text("token-1\n")
     with KubeApi(tokens=("token-1",), ssl_context=ctx, bookmark_interval=0.2) as api:
+        api.ca = ca
         yield api, sa
+
+
+def tls_kubeconfig(path, api: KubeApi, user: dict) -> str:
+    """A kubeconfig for the TLS test API server with the given ``user`` entry."""
+    ca_data = base64.b64encode(api.ca.cert_pem.bytes()).decode()
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "test", "cluster": {"server": api.url, "certificate-authority-data": ca_data}}],
+        "users": [{"name": "u", "user": user}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "u"}}],
+    }))
+    return str(path)
+
+
+async def synced_services(client) -> set:
+    """Sync a KubeSource over ``client``; the service keys it saw."""
+    source = KubeSource(client, ClusterState(), timing=FAST)
+    task = asyncio.ensure_future(source.run())
+    try:
+        await asyncio.wait_for(source.synced.wait(), 5)
+        return set(source.state.services)
+    finally:
+        await source.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_kubeconfig_client_certificate(tls_api, tmp_path):
+    api, _ = tls_api
+    api.put(o.namespace("web"), o.service("web", "a", "10.0.0.1"))
+    api.tokens, api.cert_users = set(), {"svcdns"}  # no token would do: only the certificate
+    leaf = api.ca.issue_cert("svcdns", common_name="svcdns")
+    user = {"client-certificate-data": base64.b64encode(leaf.cert_chain_pems[0].bytes()).decode(),
+            "client-key-data": base64.b64encode(leaf.private_key_pem.bytes()).decode()}
+    client = await api_client(tls_kubeconfig(tmp_path / "kubeconfig", api, user), "/nonexistent", {})
+    assert await synced_services(client) == {("web", "a")}
+    assert [r.path for r in api.requests() if r.status == 401] == []
+
+
+async def test_kubeconfig_exec_plugin(tls_api, tmp_path):
+    """A credential plugin (as aws eks get-token, gke-gcloud-auth-plugin): the token is
+    what the command prints."""
+    api, _ = tls_api
+    api.put(o.namespace("web"), o.service("web", "a", "10.0.0.1"))
+    api.tokens = {"from-the-plugin"}
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text("import json\nprint(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1', "
+                      "'kind': 'ExecCredential', 'status': {'token': 'from-the-plugin'}}))\n")
+    user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": sys.executable, "args": [str(plugin)],
+                     "interactiveMode": "Never"}}
+    client = await api_client(tls_kubeconfig(tmp_path / "kubeconfig", api, user), "/nonexistent", {})
+    assert await synced_services(client) == {("web", "a")}
+    assert [r.path for r in api.requests() if r.status == 401] == []
 
 
 async def test_in_cluster_tls_and_token_rotation(tls_api):
