@@ -223,6 +223,7 @@ def main() -> int:
 
             # 410 under open watches: full relist + reconcile at scale
             cpu_before = cpu_seconds(proc.pid)
+            results["rss_before_relist_mib"] = round(memory(proc.pid)[0])
             t_event = time.perf_counter()
             api("expire", None)
             api("put", o.service("ns-1", "svc-1", "10.252.0.1", ports=(("http", 80), ("metrics", 9090))))

@@ -32,6 +32,7 @@ import aiohttp
 
 from ..config import WatchTiming
 from ..model import KINDS, ObjectError, Record
+from . import heap
 from .health import Backoff, Outage, Stats
 
 if TYPE_CHECKING:
@@ -136,7 +137,8 @@ class Reflector:
         while True:
             try:
                 if self.rv is None:
-                    await self._list()
+                    with heap.loading():  # see sources.heap
+                        await self._list()
                 await self._watch()
             except ApiError as e:
                 if e.code == 410:
