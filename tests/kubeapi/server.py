@@ -23,6 +23,7 @@ faults through the thread-safe methods of :class:`KubeApi`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import ssl
 import threading
@@ -36,6 +37,7 @@ from aiohttp import web
 from .storage import RESOURCES, BadRequest, Expired, Selector, Storage
 
 DROP, GONE = object(), object()  # sentinels for a watcher's queue
+compact_json = functools.partial(json.dumps, separators=(",", ":"))  # as kube-apiserver writes JSON
 
 
 @dataclass
@@ -77,7 +79,7 @@ def status_body(code: int, reason: str, message: str) -> dict:
 
 
 def status_response(code: int, reason: str, message: str, headers: dict | None = None) -> web.Response:
-    return web.json_response(status_body(code, reason, message), status=code, headers=headers)
+    return web.json_response(status_body(code, reason, message), status=code, headers=headers, dumps=compact_json)
 
 
 class KubeApi:
@@ -306,7 +308,7 @@ class KubeApi:
         except (BadRequest, ValueError) as e:
             return status_response(400, "BadRequest", str(e))
         page["kind"], page["apiVersion"] = f"{res.kind}List", res.api_version
-        return web.json_response(page)
+        return web.json_response(page, dumps=compact_json)
 
     async def _watch(self, request: web.Request, res, ns: str | None, match: Selector) -> web.StreamResponse:
         q = request.query
@@ -370,4 +372,4 @@ class KubeApi:
 
     @staticmethod
     async def _send(resp: web.StreamResponse, event: dict) -> None:
-        await resp.write(json.dumps(event, separators=(",", ":")).encode() + b"\n")
+        await resp.write(compact_json(event).encode() + b"\n")
