@@ -1,11 +1,15 @@
 """Connecting to the Kubernetes API: in-cluster service account or a kubeconfig.
 
 kubernetes-asyncio does the TLS, kubeconfig parsing and exec/OIDC plugins (imported
-without its generated models: see sources.kubelib). What we add
-is token rotation that takes effect at once: kubelet rewrites the projected service
-account token long before it expires, and the library would keep a token it read for a
-minute. We re-read the file whenever its modification time changes (one ``stat`` per
-request; a request is a LIST page or a WATCH, so that is cheap).
+without its generated models: see sources.kubelib). What we add is renewal of
+credentials that expire, checked before every request (a LIST page or a WATCH):
+
+- in a pod, kubelet rewrites the projected service account token long before it
+  expires, and the library would keep a token it read for a minute: we re-read the
+  file whenever its modification time changes (one ``stat`` per request);
+- an exec credential plugin's token (``aws eks get-token``: 15 minutes) is loaded once
+  by ``load_kube_config``: we ask the library's loader again before each request, and
+  it runs the plugin when the token is within 5 minutes of its expirationTimestamp.
 """
 
 from __future__ import annotations
@@ -104,10 +108,33 @@ async def kubeconfig_configuration(path: str) -> Configuration:
         raise AuthError(f"--kubeconfig {path}: no such file")
     cfg = Configuration()
     try:
-        await load_kube_config(config_file=path, client_configuration=cfg, persist_config=False)
+        loader = await load_kube_config(config_file=path, client_configuration=cfg, persist_config=False)
     except ConfigException as e:
         raise AuthError(f"--kubeconfig {path}: {e}") from None
+    if getattr(loader, "exec_plugin_expiry", None) is not None:  # set for an exec plugin's expiring token
+        cfg.refresh_api_key_hook = ExecCredential(loader).hook
     return cfg
+
+
+class ExecCredential:
+    """An exec plugin's token, renewed when it is about to expire."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    async def hook(self, configuration: Configuration) -> None:
+        """``Configuration.refresh_api_key_hook``. The loader runs the plugin only when
+        the token it holds is within its safety margin of expiring."""
+        from .kubelib import ConfigException
+
+        before = self.loader.token
+        try:
+            await self.loader.load_from_exec_plugin()
+        except (ConfigException, OSError) as e:  # the reflector backs off and asks again
+            raise AuthError(f"exec credential plugin: {e}") from None
+        if self.loader.token != before:
+            log.info("exec credential plugin issued a new token")
+        configuration.api_key["BearerToken"] = self.loader.token
 
 
 async def api_client(kubeconfig: str | None, serviceaccount_dir: str, environ: Mapping[str, str] = os.environ) -> ApiClient:

@@ -34,6 +34,7 @@ from ..config import WatchTiming
 from ..model import KINDS, ObjectError, Record
 from . import heap
 from .health import Backoff, Outage, Stats
+from .kubeauth import AuthError
 
 if TYPE_CHECKING:
     from .kubelib import ApiClient
@@ -151,7 +152,7 @@ class Reflector:
                     self._synced()
                     return
                 await self._failed(e, e.retry_after)
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as e:
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, AuthError) as e:
                 await self._failed(e)
             except Exception as e:  # a source degrades, it never takes the server down
                 log.exception("%s: unexpected error; retrying", self.name)
