@@ -219,7 +219,8 @@ class Storage:
         items = [{k: v for k, v in obj.items() if k not in ("kind", "apiVersion")} for obj in rows[start:end]]
         meta: dict[str, Any] = {"resourceVersion": str(rv)}
         if end < len(rows):
-            meta["continue"] = base64.b64encode(json.dumps({"v": "meta.k8s.io/v1", "id": snap_id, "start": end, "rv": rv}).encode()).decode()
+            token = {"v": "meta.k8s.io/v1", "id": snap_id, "start": end, "rv": rv}
+            meta["continue"] = base64.b64encode(json.dumps(token).encode()).decode()
             meta["remainingItemCount"] = len(rows) - end
         else:
             self._snapshots.pop(snap_id, None)
