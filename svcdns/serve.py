@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -22,20 +21,21 @@ from typing import Mapping
 from .config import ServeConfig
 from .dns.acl import AccessList
 from .dns.autopath import AutoPath
-from .dns.chaos import ExplainResponder
 from .dns.cache import ForwardCache
+from .dns.chaos import ExplainResponder
 from .dns.compiler import AnswerTable
 from .dns.handler import DnsHandler
 from .dns.naive import NaiveHandler
+from .dns.overload import RateLimiter
 from .dns.records import Resolver, ResolverConfig
 from .dns.recursion import Recursor
-from .dns.overload import RateLimiter
 from .dns.server import DnsServer
 from .dns.tcp import TcpLimits
 from .dns.upstream import UpstreamGroup
 from .http import HealthServer
 from .ipam import ClusterIPAllocator
 from .metrics import Metrics
+from .sources import heap
 from .sources.kubeauth import in_cluster
 from .sources.manifests import ManifestSource
 from .store import ClusterState
@@ -246,15 +246,13 @@ def load_frozen():
     during the load (~0.15-0.3 s of a 10,000-service start), and later each full
     collection rescans all of it, holding up answers for ~0.14 s. So the collector
     rests during the load, and what the load built is frozen (``gc.freeze``: never
-    scanned again; reference counting still frees records a change replaces)."""
-    was = gc.isenabled()
-    gc.disable()
+    scanned again; reference counting still frees records a change replaces). The
+    live source does the same around each LIST (sources/heap.py, shared here)."""
     try:
-        yield
+        with heap.loading():
+            yield
     finally:
-        gc.freeze()
-        if was:
-            gc.enable()
+        heap.settle()
 
 
 def build_recursor(config: ServeConfig, state: ClusterState, clock) -> Recursor | None:

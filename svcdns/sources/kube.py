@@ -24,15 +24,17 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable
-
-from kubernetes_asyncio import client
+from typing import TYPE_CHECKING, Callable
 
 from ..config import WatchTiming
 from ..model import Record
 from ..store import ClusterState
+from . import heap
 from .legacy import LegacyEndpoints
 from .reflector import KIND_APIS, Outage, Reflector, plural
+
+if TYPE_CHECKING:
+    from .kubelib import ApiClient
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +111,7 @@ class KubeSource:
 
     def __init__(
         self,
-        api_client: client.ApiClient,
+        api_client: ApiClient,
         state: ClusterState,
         options: KubeOptions = KubeOptions(),
         timing: WatchTiming = WatchTiming(),
@@ -126,6 +128,7 @@ class KubeSource:
         self._tasks: list[asyncio.Task] = []
         self._started = time.monotonic()
         self._on_reject = on_reject
+        self._settled = False  # heap.settle() ran after the first full sync
         for kind in self.kinds():
             for ns in (options.namespaces or (None,)) if KIND_APIS[kind].namespaced else (None,):
                 self._add(kind, ns)
@@ -197,6 +200,8 @@ class KubeSource:
         if self.legacy is not None:
             self.legacy.close()
         await self.api_client.close()
+        if self._settled:
+            heap.unsettle()
 
     def flush(self) -> None:
         """A batch is complete. Before the first full sync nothing is committed: the DNS
@@ -212,6 +217,8 @@ class KubeSource:
             return
         self.state.mark_synced()
         self.state.commit()
+        heap.settle()
+        self._settled = True
         self.synced.set()
         log.info(
             "in sync with the Kubernetes API after %.2fs: %d namespaces, %d services, %d EndpointSlices, %d Endpoints, %d pods",

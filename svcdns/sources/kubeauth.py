@@ -1,10 +1,15 @@
 """Connecting to the Kubernetes API: in-cluster service account or a kubeconfig.
 
-kubernetes-asyncio does the TLS, kubeconfig parsing and exec/OIDC plugins. What we add
-is token rotation that takes effect at once: kubelet rewrites the projected service
-account token long before it expires, and the library would keep a token it read for a
-minute. We re-read the file whenever its modification time changes (one ``stat`` per
-request; a request is a LIST page or a WATCH, so that is cheap).
+kubernetes-asyncio does the TLS, kubeconfig parsing and exec/OIDC plugins (imported
+without its generated models: see sources.kubelib). What we add is renewal of
+credentials that expire, checked before every request (a LIST page or a WATCH):
+
+- in a pod, kubelet rewrites the projected service account token long before it
+  expires, and the library would keep a token it read for a minute: we re-read the
+  file whenever its modification time changes (one ``stat`` per request);
+- an exec credential plugin's token (``aws eks get-token``: 15 minutes) is loaded once
+  by ``load_kube_config``: we ask the library's loader again before each request, and
+  it runs the plugin when the token is within 5 minutes of its expirationTimestamp.
 """
 
 from __future__ import annotations
@@ -12,12 +17,10 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # the client package costs ~40 MB and 0.5 s to import: only the live source pays
-    from kubernetes_asyncio import client
+if TYPE_CHECKING:  # kubelib is imported when a live source starts: manifests never pay for it
+    from .kubelib import ApiClient, Configuration
 
 log = logging.getLogger(__name__)
 
@@ -76,18 +79,18 @@ class TokenFile:
             log.warning("cannot re-read %s (%s); keeping the token read before", self.path, e.strerror)
         return self.token
 
-    def hook(self, configuration: client.Configuration) -> None:
+    def hook(self, configuration: Configuration) -> None:
         """``Configuration.refresh_api_key_hook``: called before every request."""
         configuration.api_key["BearerToken"] = self.refresh()
 
 
-def in_cluster_configuration(settings: InCluster) -> client.Configuration:
-    from kubernetes_asyncio import client
+def in_cluster_configuration(settings: InCluster) -> Configuration:
+    from .kubelib import Configuration
 
     if not os.path.isfile(settings.ca_file):
         raise AuthError(f"{settings.ca_file}: the service account CA certificate is missing")
     host = settings.host if ":" not in settings.host else f"[{settings.host}]"
-    cfg = client.Configuration(host=f"https://{host}:{settings.port}")
+    cfg = Configuration(host=f"https://{host}:{settings.port}")
     cfg.ssl_ca_cert = settings.ca_file
     token = TokenFile(settings.token_file)
     cfg.api_key_prefix["BearerToken"] = "Bearer"
@@ -96,22 +99,45 @@ def in_cluster_configuration(settings: InCluster) -> client.Configuration:
     return cfg
 
 
-async def kubeconfig_configuration(path: str) -> client.Configuration:
-    from kubernetes_asyncio import client, config
+async def kubeconfig_configuration(path: str) -> Configuration:
+    from .kubelib import ConfigException, Configuration, load_kube_config
 
     if not os.path.isfile(path):
         raise AuthError(f"--kubeconfig {path}: no such file")
-    cfg = client.Configuration()
+    cfg = Configuration()
     try:
-        await config.load_kube_config(config_file=path, client_configuration=cfg, persist_config=False)
-    except config.ConfigException as e:
+        loader = await load_kube_config(config_file=path, client_configuration=cfg, persist_config=False)
+    except ConfigException as e:
         raise AuthError(f"--kubeconfig {path}: {e}") from None
+    if getattr(loader, "exec_plugin_expiry", None) is not None:  # set for an exec plugin's expiring token
+        cfg.refresh_api_key_hook = ExecCredential(loader).hook
     return cfg
 
 
-async def api_client(kubeconfig: str | None, serviceaccount_dir: str, environ: Mapping[str, str] = os.environ) -> client.ApiClient:
+class ExecCredential:
+    """An exec plugin's token, renewed when it is about to expire."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    async def hook(self, configuration: Configuration) -> None:
+        """``Configuration.refresh_api_key_hook``. The loader runs the plugin only when
+        the token it holds is within its safety margin of expiring."""
+        from .kubelib import ConfigException
+
+        before = self.loader.token
+        try:
+            await self.loader.load_from_exec_plugin()
+        except (ConfigException, OSError) as e:  # the reflector backs off and asks again
+            raise AuthError(f"exec credential plugin: {e}") from None
+        if self.loader.token != before:
+            log.info("exec credential plugin issued a new token")
+        configuration.api_key["BearerToken"] = self.loader.token
+
+
+async def api_client(kubeconfig: str | None, serviceaccount_dir: str, environ: Mapping[str, str] = os.environ) -> ApiClient:
     """An ApiClient for ``--kubeconfig`` if given, else for the pod's service account."""
-    from kubernetes_asyncio import client
+    from .kubelib import ApiClient
 
     if kubeconfig:
         cfg = await kubeconfig_configuration(kubeconfig)
@@ -123,4 +149,4 @@ async def api_client(kubeconfig: str | None, serviceaccount_dir: str, environ: M
         cfg = in_cluster_configuration(settings)
         where = f"{cfg.host} (in-cluster service account)"
     log.info("Kubernetes API: %s", where)
-    return client.ApiClient(configuration=cfg)
+    return ApiClient(configuration=cfg)

@@ -7,12 +7,14 @@
     any other failure                           -> capped exponential backoff with
                                                    jitter; Retry-After when given
 
-Requests go through kubernetes-asyncio's typed API with ``_preload_content=False``:
-the library authenticates (token rotation, TLS, exec plugins), we read status, headers
-and body ourselves. Its ``Watch`` helper cannot be used: it hides the status and the
-Retry-After header of a failed watch. Bodies are decoded with ``json`` straight into
-slim records (``svcdns.model``): one LIST page of raw objects exists at a time, never
-a second full copy of the cluster.
+Requests go through kubernetes-asyncio's generic ``ApiClient.call_api`` with
+``_preload_content=False``: the library authenticates (token rotation, TLS, exec
+plugins), we build the path, read status, headers and body ourselves. Its typed API
+classes and ``Watch`` helper are not used: they would import ~1,000 generated classes
+(see sources.kubelib), and ``Watch`` hides the status and the Retry-After header of a
+failed watch. Bodies are decoded with ``json`` straight into slim records
+(``svcdns.model``): one LIST page of raw objects exists at a time, never a second full
+copy of the cluster.
 """
 
 from __future__ import annotations
@@ -23,14 +25,19 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Protocol
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Protocol
+from urllib.parse import quote
 
 import aiohttp
-from kubernetes_asyncio import client
 
 from ..config import WatchTiming
 from ..model import KINDS, ObjectError, Record
+from . import heap
 from .health import Backoff, Outage, Stats
+from .kubeauth import AuthError
+
+if TYPE_CHECKING:
+    from .kubelib import ApiClient
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +46,25 @@ Key = tuple[str, str]
 
 @dataclass(frozen=True)
 class KindApi:
-    """Which typed API call lists (and watches) a kind."""
+    """Where the API serves a kind: ``{prefix}[/namespaces/{ns}]/{plural}``."""
 
-    api: type
-    all_namespaces: str  # method for all namespaces, or for a cluster-scoped kind
-    namespaced: str | None  # method for one namespace; None for cluster-scoped kinds
+    prefix: str  # /api/v1 for the core group, /apis/{group}/{version} otherwise
+    plural: str
+    namespaced: bool
+
+    def path(self, namespace: str | None) -> str:
+        if namespace is None:
+            return f"{self.prefix}/{self.plural}"
+        return f"{self.prefix}/namespaces/{quote(namespace, safe='')}/{self.plural}"
 
 
 KIND_APIS: dict[str, KindApi] = {
-    "Service": KindApi(client.CoreV1Api, "list_service_for_all_namespaces", "list_namespaced_service"),
-    "EndpointSlice": KindApi(client.DiscoveryV1Api, "list_endpoint_slice_for_all_namespaces", "list_namespaced_endpoint_slice"),
-    "Endpoints": KindApi(client.CoreV1Api, "list_endpoints_for_all_namespaces", "list_namespaced_endpoints"),
-    "Pod": KindApi(client.CoreV1Api, "list_pod_for_all_namespaces", "list_namespaced_pod"),
-    "Namespace": KindApi(client.CoreV1Api, "list_namespace", None),
-    "Node": KindApi(client.CoreV1Api, "list_node", None),
+    "Service": KindApi("/api/v1", "services", True),
+    "EndpointSlice": KindApi("/apis/discovery.k8s.io/v1", "endpointslices", True),
+    "Endpoints": KindApi("/api/v1", "endpoints", True),
+    "Pod": KindApi("/api/v1", "pods", True),
+    "Namespace": KindApi("/api/v1", "namespaces", False),
+    "Node": KindApi("/api/v1", "nodes", False),
 }
 
 
@@ -90,7 +102,7 @@ class Reflector:
 
     def __init__(
         self,
-        api_client: client.ApiClient,
+        api_client: ApiClient,
         kind: str,
         sink: Sink,
         *,
@@ -103,14 +115,13 @@ class Reflector:
         on_reject: Callable[[], None] | None = None,
     ):
         spec = KIND_APIS[kind]
-        api = spec.api(api_client)
+        self.api_client = api_client
         self.kind, self.sink, self.timing, self.outage = kind, sink, timing, outage
         self.namespace, self.label_selector, self.optional = namespace, label_selector, optional
         self.name = plural(kind) + (f" in {namespace}" if namespace else "")
-        self._list_all = getattr(api, spec.all_namespaces)
-        self._list_ns = getattr(api, spec.namespaced) if spec.namespaced else None
+        self._spec = spec
         self._parse = KINDS[kind].from_raw
-        self._namespaced = spec.namespaced is not None
+        self._namespaced = spec.namespaced
         self.on_synced = on_synced
         self.on_reject = on_reject
         self.rv: str | None = None  # None: the next step is a LIST
@@ -127,7 +138,8 @@ class Reflector:
         while True:
             try:
                 if self.rv is None:
-                    await self._list()
+                    with heap.loading():  # see sources.heap
+                        await self._list()
                 await self._watch()
             except ApiError as e:
                 if e.code == 410:
@@ -140,7 +152,7 @@ class Reflector:
                     self._synced()
                     return
                 await self._failed(e, e.retry_after)
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as e:
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, AuthError) as e:
                 await self._failed(e)
             except Exception as e:  # a source degrades, it never takes the server down
                 log.exception("%s: unexpected error; retrying", self.name)
@@ -170,18 +182,20 @@ class Reflector:
 
     # --- requests ---------------------------------------------------------------------
 
-    async def _request(self, **params: Any) -> aiohttp.ClientResponse:
+    async def _request(self, params: list[tuple[str, Any]]) -> aiohttp.ClientResponse:
         """Issue a LIST or WATCH; returns the open response after checking its status."""
         if self.label_selector:
-            params["label_selector"] = self.label_selector
-        call = self._list_all if self.namespace is None else self._list_ns
-        args = () if self.namespace is None else (self.namespace,)
-        return await self._open(call, args, params)
+            params.append(("labelSelector", self.label_selector))
+        return await self._open(self._spec.path(self.namespace), params)
 
-    async def _open(self, call, args, params) -> aiohttp.ClientResponse:
+    async def _open(self, path: str, params: list[tuple[str, Any]]) -> aiohttp.ClientResponse:
         t = self.timing.request_timeout
         timeout = aiohttp.ClientTimeout(total=None, connect=t, sock_connect=t, sock_read=None)
-        resp = await asyncio.wait_for(call(*args, _preload_content=False, _request_timeout=timeout, **params), t)
+        call = self.api_client.call_api(
+            path, "GET", query_params=params, header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"], _preload_content=False, _request_timeout=timeout,
+        )
+        resp = await asyncio.wait_for(call, t)
         if resp.status != 200:
             try:
                 body = await asyncio.wait_for(resp.read(), t)
@@ -205,11 +219,8 @@ class Reflector:
 
     async def fetch(self, namespace: str, name: str) -> dict | None:
         """One object by name (a LIST with a field selector: RBAC grants list, not get)."""
-        params: dict[str, Any] = {"field_selector": f"metadata.name={name}"}
-        if self._list_ns is None:
-            resp = await self._open(self._list_all, (), params)
-        else:
-            resp = await self._open(self._list_ns, (namespace,), params)
+        params = [("fieldSelector", f"metadata.name={name}")]
+        resp = await self._open(self._spec.path(namespace if self._namespaced else None), params)
         items = (await self._read_json(resp)).get("items") or []
         return items[0] if items else None
 
@@ -225,10 +236,10 @@ class Reflector:
         token: str | None = None
         pages = 0
         while True:
-            params: dict[str, Any] = {"limit": self.timing.page_size}
+            params: list[tuple[str, Any]] = [("limit", self.timing.page_size)]
             if token:
-                params["_continue"] = token
-            page = await self._read_json(await self._request(**params))
+                params.append(("continue", token))
+            page = await self._read_json(await self._request(params))
             self._contact()
             meta = page.get("metadata") or {}
             for item in page.get("items") or ():
@@ -289,9 +300,9 @@ class Reflector:
 
     async def _watch(self) -> None:
         lo, hi = self.timing.watch_timeout
-        resp = await self._request(
-            watch=True, resource_version=self.rv, allow_watch_bookmarks=True, timeout_seconds=random.randint(lo, hi)
-        )
+        resp = await self._request([
+            ("watch", "true"), ("resourceVersion", self.rv), ("allowWatchBookmarks", "true"), ("timeoutSeconds", random.randint(lo, hi)),
+        ])
         self.stats.watching = True
         self._contact()
         self.outage.ok(self.name)

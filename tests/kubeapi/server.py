@@ -9,7 +9,8 @@ reflectors) cannot tell the difference.
         ?labelSelector=&fieldSelector=  as the API server evaluates them
         ?watch=true&resourceVersion=&allowWatchBookmarks=true&timeoutSeconds=
                                         chunked stream of JSON events, one per line
-    Authorization: Bearer <token>       anything else gets 401
+    Authorization: Bearer <token>       or a client certificate the TLS context verified
+                                        whose CN is in ``cert_users``; else 401
 
 Errors are ``kind: Status`` objects. A too-old resourceVersion gets 410: on LIST (an
 expired continue token) as a status response; on WATCH as an ERROR event in a 200
@@ -22,6 +23,7 @@ faults through the thread-safe methods of :class:`KubeApi`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import ssl
 import threading
@@ -35,6 +37,7 @@ from aiohttp import web
 from .storage import RESOURCES, BadRequest, Expired, Selector, Storage
 
 DROP, GONE = object(), object()  # sentinels for a watcher's queue
+compact_json = functools.partial(json.dumps, separators=(",", ":"))  # as kube-apiserver writes JSON
 
 
 @dataclass
@@ -76,16 +79,17 @@ def status_body(code: int, reason: str, message: str) -> dict:
 
 
 def status_response(code: int, reason: str, message: str, headers: dict | None = None) -> web.Response:
-    return web.json_response(status_body(code, reason, message), status=code, headers=headers)
+    return web.json_response(status_body(code, reason, message), status=code, headers=headers, dumps=compact_json)
 
 
 class KubeApi:
     """The test API server. ``with KubeApi() as api: api.put(obj); api.url``."""
 
     def __init__(self, *, tokens: tuple[str, ...] = ("test-token",), ssl_context: ssl.SSLContext | None = None,
-                 bookmark_interval: float = 0.5, host: str = "127.0.0.1"):
+                 bookmark_interval: float = 0.5, host: str = "127.0.0.1", cert_users: tuple[str, ...] = ()):
         self.storage = Storage()
         self.tokens = set(tokens)
+        self.cert_users = set(cert_users)  # CNs of client certificates (ssl_context must verify them)
         self.ssl_context = ssl_context
         self.bookmark_interval = bookmark_interval
         self.host = host
@@ -250,8 +254,7 @@ class KubeApi:
         return resp
 
     async def _handle(self, request: web.Request, handler: Callable) -> web.StreamResponse:
-        auth = request.headers.get("Authorization", "")
-        if not auth.startswith("Bearer ") or auth[7:].strip() not in self.tokens:
+        if not self._authenticated(request):
             return status_response(401, "Unauthorized", "Unauthorized")
         plural = request.match_info.get("plural", "")
         is_watch = parse_bool(request.query.get("watch"))
@@ -266,6 +269,15 @@ class KubeApi:
                 reason = "TooManyRequests" if fault.status == 429 else "InternalError"
                 return status_response(fault.status, reason, f"injected fault: {fault.status}", headers)
         return await handler(request)
+
+    def _authenticated(self, request: web.Request) -> bool:
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Bearer ") and auth[7:].strip() in self.tokens:
+            return True
+        # x509 client certificate: present only if the TLS handshake verified it
+        cert = request.transport.get_extra_info("peercert") if request.transport is not None else None
+        subject = dict(rdn[0] for rdn in (cert or {}).get("subject", ()))
+        return subject.get("commonName") in self.cert_users
 
     async def _version(self, request: web.Request) -> web.Response:
         return web.json_response({"major": "1", "minor": "35", "gitVersion": "v1.35.0", "platform": "linux/amd64"})
@@ -296,7 +308,7 @@ class KubeApi:
         except (BadRequest, ValueError) as e:
             return status_response(400, "BadRequest", str(e))
         page["kind"], page["apiVersion"] = f"{res.kind}List", res.api_version
-        return web.json_response(page)
+        return web.json_response(page, dumps=compact_json)
 
     async def _watch(self, request: web.Request, res, ns: str | None, match: Selector) -> web.StreamResponse:
         q = request.query
@@ -360,4 +372,4 @@ class KubeApi:
 
     @staticmethod
     async def _send(resp: web.StreamResponse, event: dict) -> None:
-        await resp.write(json.dumps(event, separators=(",", ":")).encode() + b"\n")
+        await resp.write(compact_json(event).encode() + b"\n")

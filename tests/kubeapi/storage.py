@@ -140,7 +140,7 @@ class Storage:
         self.history: list[Event] = []
         self.compacted = 0  # events with rv <= compacted are gone
         self.watchers: set[Watcher] = set()
-        self._snapshots: dict[int, tuple[int, list[tuple[Key, dict]]]] = {}
+        self._snapshots: dict[int, tuple[int, list[dict]]] = {}  # continue id -> (rv, selected objects)
         self._snapshot_ids = itertools.count(1)
 
     # writes
@@ -208,19 +208,20 @@ class Storage:
                               "You can start a new list without the continue parameter.")
             rv, rows = self._snapshots[snap_id]
         else:
-            rv, rows = self.rv, sorted(self.objects[plural].items())
+            # The snapshot holds the objects this LIST selects, so that every page is
+            # full (as kube-apiserver fills pages) and remainingItemCount is a subtraction.
+            rv = self.rv
+            rows = [obj for (ns, _), obj in sorted(self.objects[plural].items())
+                    if (namespace is None or ns == namespace) and match(obj)]
             snap_id, start = next(self._snapshot_ids), 0
             self._snapshots[snap_id] = (rv, rows)
-        items, i = [], start
-        while i < len(rows) and (not limit or len(items) < limit):
-            (ns, _), obj = rows[i]
-            i += 1
-            if (namespace is None or ns == namespace) and match(obj):
-                items.append({k: v for k, v in obj.items() if k not in ("kind", "apiVersion")})
+        end = min(len(rows), start + limit) if limit else len(rows)
+        items = [{k: v for k, v in obj.items() if k not in ("kind", "apiVersion")} for obj in rows[start:end]]
         meta: dict[str, Any] = {"resourceVersion": str(rv)}
-        if i < len(rows):
-            meta["continue"] = base64.b64encode(json.dumps({"v": "meta.k8s.io/v1", "id": snap_id, "start": i, "rv": rv}).encode()).decode()
-            meta["remainingItemCount"] = sum(1 for (ns, _), o in rows[i:] if (namespace is None or ns == namespace) and match(o))
+        if end < len(rows):
+            token = {"v": "meta.k8s.io/v1", "id": snap_id, "start": end, "rv": rv}
+            meta["continue"] = base64.b64encode(json.dumps(token).encode()).decode()
+            meta["remainingItemCount"] = len(rows) - end
         else:
             self._snapshots.pop(snap_id, None)
         return {"metadata": meta, "items": items}
