@@ -302,13 +302,12 @@ class KubeApi:
             if parse_bool(q.get("watch")):
                 return await self._watch(request, res, ns, match)
             limit = int(q.get("limit") or 0)
-            page = self.storage.list(plural, ns, match, limit, q.get("continue"))
+            body = self.storage.list_json(plural, ns, match, limit, q.get("continue"), f"{res.kind}List", res.api_version)
         except Expired as e:
             return status_response(410, "Expired", str(e))
         except (BadRequest, ValueError) as e:
             return status_response(400, "BadRequest", str(e))
-        page["kind"], page["apiVersion"] = f"{res.kind}List", res.api_version
-        return web.json_response(page, dumps=compact_json)
+        return web.Response(body=body, content_type="application/json")
 
     async def _watch(self, request: web.Request, res, ns: str | None, match: Selector) -> web.StreamResponse:
         q = request.query

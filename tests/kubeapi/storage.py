@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import functools
 import itertools
 import json
 import re
@@ -45,6 +46,9 @@ RESOURCES = {
 BY_KIND = {r.kind: r for r in RESOURCES.values()}
 
 Key = tuple[str, str]
+
+
+compact_json = functools.partial(json.dumps, separators=(",", ":"))  # as kube-apiserver writes JSON
 
 
 class Expired(Exception):
@@ -142,6 +146,7 @@ class Storage:
         self.watchers: set[Watcher] = set()
         self._snapshots: dict[int, tuple[int, list[dict]]] = {}  # continue id -> (rv, selected objects)
         self._snapshot_ids = itertools.count(1)
+        self._encoded: dict[int, tuple[dict, bytes]] = {}  # id(stored object) -> (it, its JSON)
 
     # writes
 
@@ -197,6 +202,29 @@ class Storage:
 
     def list(self, plural: str, namespace: str | None, match: Selector, limit: int, token: str | None) -> dict:
         """One LIST page: {"metadata": {...}, "items": [...]}, items without kind/apiVersion."""
+        meta, rows = self._page(plural, namespace, match, limit, token)
+        return {"metadata": meta, "items": [{k: v for k, v in obj.items() if k not in ("kind", "apiVersion")} for obj in rows]}
+
+    def list_json(self, plural: str, namespace: str | None, match: Selector, limit: int, token: str | None, kind: str, api_version: str) -> bytes:
+        """The same page as :meth:`list`, as the response body. Each object's JSON is
+        encoded once per version and reused by every LIST (kube-apiserver keeps encoded
+        objects in its watch cache too): encoding 37 MB per relist made this server,
+        not the client under test, the slow side of the 10,000-service benchmark."""
+        meta, rows = self._page(plural, namespace, match, limit, token)
+        head = compact_json({"kind": kind, "apiVersion": api_version, "metadata": meta})[:-1].encode()
+        return head + b',"items":[' + b",".join(map(self._item_json, rows)) + b"]}"
+
+    def _item_json(self, obj: dict) -> bytes:
+        cached = self._encoded.get(id(obj))
+        if cached is not None and cached[0] is obj:
+            return cached[1]
+        if len(self._encoded) > 4 * sum(map(len, self.objects.values())) + 1000:
+            self._encoded.clear()  # old versions' encodings
+        data = compact_json({k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}).encode()
+        self._encoded[id(obj)] = (obj, data)  # holding obj keeps its id from being reused
+        return data
+
+    def _page(self, plural: str, namespace: str | None, match: Selector, limit: int, token: str | None) -> tuple[dict, list[dict]]:
         if token:
             try:
                 state = json.loads(base64.b64decode(token))
@@ -216,7 +244,6 @@ class Storage:
             snap_id, start = next(self._snapshot_ids), 0
             self._snapshots[snap_id] = (rv, rows)
         end = min(len(rows), start + limit) if limit else len(rows)
-        items = [{k: v for k, v in obj.items() if k not in ("kind", "apiVersion")} for obj in rows[start:end]]
         meta: dict[str, Any] = {"resourceVersion": str(rv)}
         if end < len(rows):
             token = {"v": "meta.k8s.io/v1", "id": snap_id, "start": end, "rv": rv}
@@ -224,7 +251,7 @@ class Storage:
             meta["remainingItemCount"] = len(rows) - end
         else:
             self._snapshots.pop(snap_id, None)
-        return {"metadata": meta, "items": items}
+        return meta, rows[start:end]
 
     def subscribe(self, plural: str, namespace: str | None, match: Selector, since: int | None) -> tuple[Watcher, list[dict]]:
         """Register a watcher and return the events it must see first: the history after

@@ -75,6 +75,9 @@ async def test_synced_state_is_frozen_until_the_source_closes(kubeapi, tmp_path)
     async with Harness(kubeapi, tmp_path) as h:
         assert gc.isenabled()
         assert gc.get_freeze_count() > 0
+        # every kind watching first: a watch opened after the expiry starts at the current
+        # resourceVersion, which is valid, and would never relist
+        await until(lambda: all(kubeapi.open_watches(p) for p in ("services", "endpointslices")))
         kubeapi.expire(close_watches=True)  # a relist: paused and resumed again
         await until(lambda: h.reflector("Service").stats.relists and h.reflector("EndpointSlice").stats.relists)
         assert gc.isenabled()
