@@ -6,14 +6,15 @@ import argparse
 import asyncio
 import os
 import sys
+from typing import TYPE_CHECKING
 
-from ..config import ServeConfig
-from ..dns.records import Resolver, ResolverConfig
-from ..oneshot import CommandError, load, sync_live
-from ..serve import build_recursor, choose_source, example_manifests
 from . import DEFAULT_NDOTS, qtype_code
-from .fetch import explain_live
-from .render import render_json, render_text
+
+if TYPE_CHECKING:
+    from ..config import ServeConfig
+
+# What running the command needs is imported when it runs: every svcdns command builds
+# this parser, and `svcdns serve` should not pay for explain's modules to start.
 
 
 def _qtype(value: str) -> int:
@@ -70,6 +71,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..cli import serve_config
+    from ..oneshot import CommandError
 
     config = serve_config(args)
     try:
@@ -83,6 +85,12 @@ run.oneshot = True  # terse "error: ..." logging, as env and ipam
 
 
 async def _run(args: argparse.Namespace, config: ServeConfig) -> int:
+    from ..dns.records import Resolver, ResolverConfig
+    from ..oneshot import CommandError, load, sync_live
+    from ..serve import build_recursor, choose_source, example_manifests
+    from .fetch import explain_live
+    from .render import render_json, render_text
+
     kind = choose_source(config)
     if kind == "kube":
         state = await sync_live(config.kubeconfig, pods=True, endpoints=True)

@@ -4,11 +4,14 @@ those rules, without touching the kernel."""
 
 from __future__ import annotations
 
-from ..proxy.model import ProxyView
-from ..proxy.proxier import Proxier
-from ..store import ClusterState
+from typing import TYPE_CHECKING
+
 from . import iptables, nftables
 from .packet import Outcome, Packet, Unsupported
+
+if TYPE_CHECKING:
+    from ..proxy.model import ProxyView
+    from ..store import ClusterState
 
 MODES = ("iptables", "nftables", "ipvs")
 
@@ -24,6 +27,8 @@ class _NoBackend:
 
 def proxy_view(state: ClusterState, node_name: str, cluster_cidrs: tuple[str, ...] = ()) -> ProxyView:
     """The view a node's proxier renders from (service ports, endpoints, this node)."""
+    from ..proxy.proxier import Proxier  # with prometheus_client: not for every command's parser
+
     proxier = Proxier(state, _NoBackend(), node_name, cluster_cidrs)
     proxier.checkout()
     return proxier.view
@@ -31,8 +36,8 @@ def proxy_view(state: ClusterState, node_name: str, cluster_cidrs: tuple[str, ..
 
 def trace(view: ProxyView, pkt: Packet, from_node: bool = False, scheduler: str = "rr") -> dict[str, list[Outcome]]:
     """{mode: outcomes} for the first packet of a new connection (``scheduler``: ipvs's)."""
-    from ..proxy.backends import ipvs as ipvs_render
     from ..proxy.backends import iptables as ipt_render
+    from ..proxy.backends import ipvs as ipvs_render
     from ..proxy.backends import nftables as nft_render
     from . import ipvs
 

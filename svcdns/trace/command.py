@@ -6,9 +6,12 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import sys
+from typing import TYPE_CHECKING
 
-from . import Packet, Unsupported, proxy_view, trace
-from .packet import Outcome
+from .packet import Packet
+
+if TYPE_CHECKING:
+    from .packet import Outcome
 
 
 def _dest(value: str) -> tuple[str, int, str]:
@@ -54,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
 
     from ..oneshot import CommandError, check_source, load, sync_live
+    from . import Unsupported, proxy_view, trace  # the proxy's modules: only when tracing
 
     try:
         check_source(args)
