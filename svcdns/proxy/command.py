@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import signal
 import sys
 
@@ -46,10 +47,28 @@ def make_backend(config: ProxyConfig) -> tuple[Backend, str]:
     return IptablesBackend(), f"IPVS is not available in this kernel ({why}); running in iptables mode instead, as kube-proxy does"
 
 
+# The kernel tools each mode drives (Debian packages in brackets): checked at start, so a
+# node without them gets one clear error instead of a sync failing every few seconds.
+TOOLS = {
+    "iptables": (("iptables-restore", "iptables"), ("ipset", "ipset")),
+    "ipvs": (("iptables-restore", "iptables"), ("ipset", "ipset")),  # and ipvsadm, unless it falls back to iptables
+    "nftables": (("nft", "nftables"),),
+    "userspace": (("iptables-restore", "iptables"),),
+}
+
+
 def check(config: ProxyConfig) -> None:
-    """Flag combinations that cannot work (raises ConfigError naming the flag)."""
+    """Flag combinations that cannot work and missing tools (raises ConfigError)."""
     if config.once and config.mode == "userspace" and not config.dry_run:
         raise ConfigError("--once: the userspace proxy carries the connections itself and must keep running; use --dry-run to see its rules")
+    if config.dry_run:
+        return
+    missing = [(tool, package) for tool, package in TOOLS[config.mode] if shutil.which(tool) is None]
+    if missing:
+        raise ConfigError(
+            f"--mode {config.mode} needs {', '.join(t for t, _ in missing)} on PATH "
+            f"(Debian/Ubuntu: apt-get install {' '.join(sorted({p for _, p in missing}))})"
+        )
 
 
 class ProxyServer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -76,6 +77,17 @@ def test_contract_flags_parse():
 def test_unusable_combinations_are_named(argv, message):
     with pytest.raises(ConfigError, match=message[:40].replace("(", r"\(").replace(")", r"\)")):
         check(parse(*argv))
+
+
+def test_missing_kernel_tools_are_named_at_start():
+    env = {**os.environ, "PATH": "/nonexistent"}  # no iptables-restore, no ipset
+    proc = subprocess.run([sys.executable, "-m", "svcdns", "proxy", "--mode", "iptables", "--manifests", str(LAB), "--node-name", "node-a", "--once"],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode != 0
+    assert "--mode iptables needs iptables-restore, ipset on PATH (Debian/Ubuntu: apt-get install ipset iptables)" in proc.stderr
+    dry = subprocess.run([sys.executable, "-m", "svcdns", "proxy", "--mode", "iptables", "--manifests", str(LAB), "--node-name", "node-a", "--dry-run"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert dry.returncode == 0, dry.stderr  # printing the rules needs no tool
 
 
 def test_bad_cidr_names_the_flag():
