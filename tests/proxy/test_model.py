@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from svcdns.proxy.backends.iptables import endpoint_chain, port_proto_hash, probability
+from svcdns.proxy.backends.iptables_rules import endpoint_chain, port_proto_hash, probability
 from svcdns.proxy.backends.nftables import hash_and_truncate
 from svcdns.proxy.model import EndpointInfo, ServicePortInfo, ServicePortName, categorize_endpoints
 from svcdns.proxy.tracker import ServiceChangeTracker, apply_changes

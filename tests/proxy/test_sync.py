@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from svcdns.model import EndpointSlice
-from svcdns.proxy.backends.iptables import IptablesBackend, endpoint_chain, port_proto_hash
+from svcdns.proxy.backends.iptables import IptablesBackend
+from svcdns.proxy.backends.iptables_rules import endpoint_chain, port_proto_hash
 from svcdns.proxy.backends.nftables import NftablesBackend
 from svcdns.proxy.proxier import Proxier
 from svcdns.sources.manifests import ManifestSource

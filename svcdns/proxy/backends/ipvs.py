@@ -29,9 +29,9 @@ import subprocess
 from dataclasses import dataclass
 
 from ..model import Key, ProxyView, categorize_endpoints, of_family
-from . import iptables as ipt
-from .loopback import LOOP_BACK, loop_back_restore
+from . import iptables_rules as ipt
 from . import tools
+from .loopback import LOOP_BACK, loop_back_restore
 
 log = logging.getLogger(__name__)
 

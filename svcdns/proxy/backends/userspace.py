@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from .. import schedulers
 from ..model import EndpointInfo, Key, ProxyView, ServicePortInfo, ServicePortName, categorize_endpoints, of_family
-from . import iptables as ipt
+from . import iptables_rules as ipt
 from . import tools
 
 log = logging.getLogger(__name__)
