@@ -143,8 +143,8 @@ class MmsgReader:
         the reply itself. Slots without a reply (dropped, or answered later) split the
         batch into runs, one sendmmsg each."""
         rx = self.rx
-        handle, peer = self.handler.handle, self._peer
-        u32, view, iov_len, msgs = rx.u32, rx.view, rx.iov_len, rx.msgs
+        handle, peer, peers = self.handler.handle, self._peer, self._peers
+        u32, view, iov_len, msgs, names = rx.u32, rx.view, rx.iov_len, rx.msgs, rx.names_u32
         total = 0
         for _ in range(8):
             n = _libc.recvmmsg(self.fd, msgs, BATCH, MSG_DONTWAIT, None)
@@ -158,7 +158,9 @@ class MmsgReader:
                 base = i * SLOT
                 reply = None
                 if not u32[h + 12] & MSG_TRUNC:  # larger than any query we answer: drop
-                    reply = handle(bytes(view[base : base + u32[h + 14]]), peer(i), False)
+                    # a known IPv4 client without a call: family (low half) and address
+                    client = peers.get(names[(i << 5) + 1]) if names[i << 5] & 0xFFFF == socket.AF_INET else None
+                    reply = handle(bytes(view[base : base + u32[h + 14]]), client or peer(i), False)
                 if type(reply) is bytes:
                     length = len(reply)
                     if length <= SLOT:
