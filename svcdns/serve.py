@@ -18,6 +18,7 @@ import time
 from importlib import resources
 from typing import Mapping
 
+from . import heap
 from .config import ServeConfig
 from .dns.acl import AccessList
 from .dns.autopath import AutoPath
@@ -35,7 +36,6 @@ from .dns.upstream import UpstreamGroup
 from .http import HealthServer
 from .ipam import ClusterIPAllocator
 from .metrics import Metrics
-from .sources import heap
 from .sources.kubeauth import in_cluster
 from .sources.manifests import ManifestSource
 from .store import ClusterState
@@ -247,7 +247,7 @@ def load_frozen():
     collection rescans all of it, holding up answers for ~0.14 s. So the collector
     rests during the load, and what the load built is frozen (``gc.freeze``: never
     scanned again; reference counting still frees records a change replaces). The
-    live source does the same around each LIST (sources/heap.py, shared here)."""
+    live source does the same around each LIST (svcdns/heap.py)."""
     try:
         with heap.loading():
             yield

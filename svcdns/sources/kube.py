@@ -26,10 +26,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from .. import heap
 from ..config import WatchTiming
 from ..model import Record
 from ..store import ClusterState
-from . import heap
 from .legacy import LegacyEndpoints
 from .reflector import KIND_APIS, Outage, Reflector, plural
 

@@ -30,9 +30,9 @@ from urllib.parse import quote
 
 import aiohttp
 
+from .. import heap
 from ..config import WatchTiming
 from ..model import KINDS, ObjectError, Record
-from . import heap
 from .health import Backoff, Outage, Stats
 from .kubeauth import AuthError
 
@@ -138,7 +138,7 @@ class Reflector:
         while True:
             try:
                 if self.rv is None:
-                    with heap.loading():  # see sources.heap
+                    with heap.loading():  # see svcdns.heap
                         await self._list()
                 await self._watch()
             except ApiError as e:

@@ -1,4 +1,4 @@
-"""The garbage collector around LISTs (svcdns.sources.heap): paused while a LIST runs,
+"""The garbage collector around LISTs (svcdns.heap): paused while a LIST runs,
 on again after the last one ends however it ends, and the synced state frozen until the
 source closes. The time this saves is measured by bench/scale_api.py."""
 
@@ -9,7 +9,7 @@ import gc
 
 import pytest
 
-from svcdns.sources import heap
+from svcdns import heap
 from tests.kubeapi import objects as o
 from tests.sources.test_reflector import Harness, until
 

@@ -50,12 +50,12 @@ first user comes or its last one goes.
 
 from __future__ import annotations
 
-import gc
+import contextlib
 import logging
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass
 
+from ... import heap
 from ..model import Key, ProxyView, ServicePortName, of_family
 from .nftables_table import ServiceRules, Writer, chain_base, hash_and_truncate
 from .tools import run_tool
@@ -95,26 +95,13 @@ class Rendered:
         return frozenset(s for rules in self.cache.values() for s in rules.sets)
 
 
-@contextmanager
-def _collector_paused(pause: bool):
-    """A full render allocates ~200,000 small lists and dicts that form no cycles; with
-    the cycle collector on, its passes over the whole process heap (the cluster state)
-    doubled the render time at 10,000 services."""
-    pause = pause and gc.isenabled()
-    if pause:
-        gc.disable()
-    try:
-        yield
-    finally:
-        if pause:
-            gc.enable()
-
-
 def render(view: ProxyView, family: int = 4, *, changed: set[Key] | None = None, previous: Rendered | None = None) -> Rendered:
     """The ``nft -f`` input for one family. ``changed`` = None (or no ``previous``) is a
     full sync that replaces the table; otherwise only the changed services' chains and
     elements are rewritten, and what no service uses any more is deleted."""
-    with _collector_paused(changed is None or previous is None):
+    # A full render allocates ~200,000 small lists and dicts that form no cycles; the
+    # collector's passes over the whole heap (the cluster state) doubled its time.
+    with heap.loading() if changed is None or previous is None else contextlib.nullcontext():
         rendered = _render(view, family, changed, previous)
     return rendered or render(view, family)
 

@@ -1,4 +1,5 @@
-"""CPython's cyclic garbage collector around bulk loads.
+"""CPython's cyclic garbage collector around bulk loads: the live source's LISTs, the
+first load of `svcdns serve`, a proxy's full render.
 
 Listing 10,000 Services, their EndpointSlices and Endpoints decodes ~770,000 dicts and
 lists and leaves ~250,000 long-lived container objects behind (records, then compiled
