@@ -47,7 +47,7 @@ def make_backend(config: ProxyConfig) -> tuple[Backend, str]:
     return IptablesBackend(), f"IPVS is not available in this kernel ({why}); running in iptables mode instead, as kube-proxy does"
 
 
-# The kernel tools each mode drives (Debian packages in brackets): checked at start, so a
+# The kernel tools each mode drives, with their Debian packages: checked at start, so a
 # node without them gets one clear error instead of a sync failing every few seconds.
 TOOLS = {
     "iptables": (("iptables-restore", "iptables"), ("ipset", "ipset")),

@@ -51,10 +51,10 @@ from .iptables_rules import (
     LARGE_CLUSTER_ENDPOINTS,
     SERVICE_CHAIN_PREFIXES,
     Jump,
-    _Edits,
-    _Writer,
+    Edits,
+    Writer,
 )
-from .loopback import LOOP_BACK, loop_back_restore
+from . import loopback
 from .tools import existing_state, run_tool
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class Rendered:
     text: str
     nat_chains: frozenset[str]  # every per-service chain that should exist after this sync
     written: int  # per-service chains whose rules this input (re)writes
-    cache: dict = field(default_factory=dict)  # ServicePortName -> _ServiceRules, for the next partial render
+    cache: dict = field(default_factory=dict)  # ServicePortName -> ServiceRules, for the next partial render
     large: bool = False
     loop_back: Counter = field(default_factory=Counter)  # KUBE-LOOP-BACK entry -> service ports using it
 
@@ -87,7 +87,7 @@ def render(
     rewriting the shared chains whole. ``existing`` are chains known to be in the
     kernel: those of ours that no service uses any more are flushed and deleted.
     ``jumps`` are the built-in-chain rules to insert (pass only the missing ones)."""
-    w = _Writer(view, family)
+    w = Writer(view, family)
     w.large = sum(map(len, view.endpoints.values())) > LARGE_CLUSTER_ENDPOINTS
     if previous is not None and changed is not None and previous.large == w.large:
         return _render_delta(w, changed, previous)
@@ -110,14 +110,14 @@ def render(
     return Rendered(w.finish(stale, jumps), frozenset(w.active), w.written, cache, w.large, loop_back)
 
 
-def _render_delta(w: _Writer, changed: set[Key], previous: Rendered) -> Rendered:
+def _render_delta(w: Writer, changed: set[Key], previous: Rendered) -> Rendered:
     """A partial sync as a delta on ``previous``: work proportional to the changed
     services (a few ms), not to the cluster (an O(n) render was ~55 ms at 10,000)."""
     view, family = w.view, w.family
     cache = dict(previous.cache)
     active = set(previous.nat_chains)
     loop_back = Counter(previous.loop_back)  # an IP:port can serve several service ports
-    edits = _Edits()
+    edits = Edits()
     ports = {spn for spn in previous.cache if spn.key in changed}
     ports.update(spn for spn in view.services if spn.key in changed)
     for spn in sorted(ports):
@@ -154,6 +154,7 @@ class IptablesBackend:
         self.prefix = list(prefix)  # e.g. ("ip", "netns", "exec", NS): tests and benchmarks
         self.variant = variant  # "" = the system's iptables; "legacy" / "nft" pick iptables-<variant>-restore
         self._previous: dict[int, Rendered] = {}
+        self._loop_back = loopback.LoopBackSets(prefix)
         self._full_done: set[int] = set()
         self.last_input_bytes = 0
 
@@ -162,13 +163,12 @@ class IptablesBackend:
         parts = []
         for family in view.families():
             rendered = render(view, family)
-            parts.append(f"# ipset restore input ({LOOP_BACK[family]})\n" + loop_back_restore(family, rendered.loop_back, previous=None))
+            parts.append(loopback.dry_run(family, rendered.loop_back))
             parts.append(rendered.text if family == 4 else "# ip6tables-restore input\n" + rendered.text)
         return "\n".join(parts)
 
     def sync(self, view: ProxyView, changed: set[Key] | None) -> None:
         total = 0
-        sets: list[str] | None = None  # ipset names present, read once per full sync
         for family in view.families():
             tool = ("iptables" if family == 4 else "ip6tables") + (f"-{self.variant}" if self.variant else "")
             save, restore = f"{tool}-save", f"{tool}-restore"
@@ -184,19 +184,12 @@ class IptablesBackend:
             self._full_done.discard(family)
             # the set first: the rules refer to it, and new endpoints' entries must be
             # there before their DNAT rules
-            if full:
-                if sets is None:
-                    sets = run_tool([*self.prefix, "ipset", "list", "-n"], what="ipset list").split()
-                ipset_input = loop_back_restore(family, rendered.loop_back, previous=None, existing_sets=sets)
-            else:
-                ipset_input = loop_back_restore(family, rendered.loop_back, previous=frozenset(self._previous[family].loop_back))
-            if ipset_input:
-                run_tool([*self.prefix, "ipset", "restore"], ipset_input, what="ipset restore")
+            ipset_bytes = self._loop_back.sync(family, rendered.loop_back, full=full)
             if rendered.text.strip():  # an untouched table is not replaced (legacy replaces whole tables)
                 run_tool([*self.prefix, restore, "-w", "--noflush"], rendered.text, what=restore)
             self._previous[family] = rendered
             self._full_done.add(family)
-            total += len(rendered.text) + len(ipset_input)
+            total += len(rendered.text) + ipset_bytes
             log.debug("%s: %s sync wrote %d service chains (%d bytes)", restore, "full" if full else "partial", rendered.written, len(rendered.text))
         self.last_input_bytes = total
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from ..model import Categorized, ProxyView, ServicePortInfo, categorize_endpoints, of_family
-from .loopback import LOOP_BACK
+from . import loopback
 
 # Chains every sync writes in full (a ":CHAIN" line flushes it under --noflush).
 KUBE_SERVICES = "KUBE-SERVICES"
@@ -93,7 +93,7 @@ def _stat(n: int, i: int) -> str:
 
 
 @dataclass
-class _ServiceRules:
+class ServiceRules:
     """One service port's share of the input, kept between syncs: an unchanged service
     costs a few list extends, not a re-render."""
 
@@ -104,7 +104,7 @@ class _ServiceRules:
     loop_back: tuple[str, ...] = ()  # its local endpoints as KUBE-LOOP-BACK entries
 
 
-class _Writer:
+class Writer:
     """Accumulates the four sections of one iptables-restore input."""
 
     def __init__(self, view: ProxyView, family: int):
@@ -113,13 +113,13 @@ class _Writer:
         self.cidr = view.cluster_cidr(family)
         self.filter_chains = [f":{c} - [0:0]" for c in FILTER_CHAINS]
         self.filter_rules: list[str] = []
-        self.nat_chains = [f":{c} - [0:0]" for c in NAT_CHAINS]
+        self.nat_chains: list[str] = []  # per-service chains to (re)write
         self.nat_rules: list[str] = []
         self.active: set[str] = set()
         self.written = 0
         self.large = False
 
-    def service(self, svc: ServicePortInfo) -> _ServiceRules:
+    def service(self, svc: ServicePortInfo) -> ServiceRules:
         """All rules of one service port (kube-proxy's loop body in syncProxyRules)."""
         top: list[str] = []
         filt: list[str] = []
@@ -164,8 +164,8 @@ class _Writer:
                     f"-A {KUBE_EXTERNAL_SERVICES} -m comment --comment {external_comment} -m addrtype --dst-type LOCAL {match} --dport {svc.node_port} -j {external_target}"
                 )
         chains, rules = self._service_chains(svc, cat, cluster_ip, internal_chain if has_internal else None, ext_chain, external_chain if has_external else None)
-        loop_back = tuple(f"{ep.ip},{proto}:{ep.port},{ep.ip}" for ep in cat.reachable if ep.local)
-        return _ServiceRules(top, filt, chains, rules, loop_back)
+        loop_back = tuple(loopback.entry(ep.ip, proto, ep.port) for ep in cat.reachable if ep.local)
+        return ServiceRules(top, filt, chains, rules, loop_back)
 
     def _service_chains(self, svc, cat: Categorized, cluster_ip, internal_chain, ext_chain, external_policy_chain) -> tuple[list[str], list[str]]:
         """The per-service chains: SVC/SVL (dispatch), EXT (external traffic), SEP (DNAT)."""
@@ -227,20 +227,19 @@ class _Writer:
             return [f'-A {chain} -m comment --comment "{name} -> {ep}" {_stat(n, i)}{dnat} {ep}' for i, ep in enumerate(endpoints)]
         out = []
         seps = [(ep, endpoint_chain(name, proto, str(ep))) for ep in endpoints]
-        if svc.affinity_timeout:
-            for ep, sep in seps:
-                comment = "" if self.large else f'-m comment --comment "{name} -> {ep}" '
-                out.append(f"-A {chain} {comment}-m recent --name {sep} --rcheck --seconds {svc.affinity_timeout} --reap -j {sep}")
+        for ep, sep in seps:
+            comment = "" if self.large else f'-m comment --comment "{name} -> {ep}" '
+            out.append(f"-A {chain} {comment}-m recent --name {sep} --rcheck --seconds {svc.affinity_timeout} --reap -j {sep}")
         for i, (ep, sep) in enumerate(seps):
             comment = "" if self.large else f'-m comment --comment "{name} -> {ep}" '
             out.append(f"-A {chain} {comment}{_stat(n, i)}-j {sep}")
         return out
 
     def finish(self, stale: Iterable[str], jumps: Iterable[Jump]) -> str:
-        loopback = "::1/128" if self.family == 6 else "127.0.0.0/8"
+        lo_net = "::1/128" if self.family == 6 else "127.0.0.0/8"
         self.nat_rules.append(
             f'-A {KUBE_SERVICES} -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" '
-            f"-m addrtype --dst-type LOCAL ! -d {loopback} -j {KUBE_NODEPORTS}"
+            f"-m addrtype --dst-type LOCAL ! -d {lo_net} -j {KUBE_NODEPORTS}"
         )
         for chain in sorted(stale):
             self.nat_chains.append(f":{chain} - [0:0]")
@@ -252,8 +251,7 @@ class _Writer:
         ]
         jumps = list(jumps)
         head_nat = [
-            f'-A {KUBE_POSTROUTING} -m comment --comment "Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose" '
-            f"-m set --match-set {LOOP_BACK[self.family]} dst,dst,src -j MASQUERADE",
+            loopback.masquerade_rule(KUBE_POSTROUTING, self.family),
             f"-A {KUBE_POSTROUTING} -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN",
             f"-A {KUBE_POSTROUTING} -j MARK --xor-mark {MASQ_MARK}",
             f'-A {KUBE_POSTROUTING} -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully',
@@ -263,18 +261,18 @@ class _Writer:
         # Chains declared in name order: both iptables backends keep a name-sorted chain
         # list, which a sorted insert appends to (10,000 services: 1.0 -> 0.8 s on
         # legacy, 13.7 -> 6 s on iptables-nft; docs/performance.md).
-        nat_chains = self.nat_chains[: len(NAT_CHAINS)] + sorted(self.nat_chains[len(NAT_CHAINS) :])
+        nat_chains = [f":{c} - [0:0]" for c in NAT_CHAINS] + sorted(self.nat_chains)
         lines += ["*nat", *nat_chains, *(j.line() for j in jumps if j.table == "nat"), *head_nat, *self.nat_rules, "COMMIT", ""]
         return "\n".join(lines)
 
-    def finish_delta(self, stale: Iterable[str], edits: _Edits) -> str:
+    def finish_delta(self, stale: Iterable[str], edits: Edits) -> str:
         """A partial sync: the changed services' own chains rewritten, their rules in the
         shared chains deleted and added one by one, stale chains removed (after the rules
         that jump to them). A table with nothing to change is left out."""
         lines = []
         if edits.filter_delete or edits.filter_add:
             lines += ["*filter", *edits.filter_delete, *edits.filter_add, "COMMIT"]
-        chains = sorted(self.nat_chains[len(NAT_CHAINS) :]) + [f":{c} - [0:0]" for c in sorted(stale)]
+        chains = sorted(self.nat_chains) + [f":{c} - [0:0]" for c in sorted(stale)]
         tail = [f"-X {c}" for c in sorted(stale)]
         if chains or edits.nat_delete or edits.nat_add:
             lines += ["*nat", *chains, *edits.nat_delete, *self.nat_rules, *edits.nat_add, *tail, "COMMIT"]
@@ -282,7 +280,7 @@ class _Writer:
 
 
 @dataclass
-class _Edits:
+class Edits:
     """Rule-by-rule changes to the shared chains (KUBE-SERVICES, KUBE-NODEPORTS, the
     filter chains) in a partial sync. Rewriting KUBE-SERVICES whole (kube-proxy's way)
     means 10,000 rules re-parsed per sync; an endpoint change leaves it untouched."""
@@ -292,7 +290,7 @@ class _Edits:
     filter_delete: list[str] = field(default_factory=list)
     filter_add: list[str] = field(default_factory=list)
 
-    def replace(self, old: _ServiceRules | None, new: _ServiceRules | None) -> None:
+    def replace(self, old: ServiceRules | None, new: ServiceRules | None) -> None:
         """``old`` (what the kernel has for a service) becomes ``new`` (None: gone)."""
         self._diff(old.top if old else [], new.top if new else [], self.nat_delete, self.nat_add)
         self._diff(old.filter if old else [], new.filter if new else [], self.filter_delete, self.filter_add)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from ..model import Key, ProxyView, categorize_endpoints, of_family
 from . import iptables_rules as ipt
 from . import tools
-from .loopback import LOOP_BACK, loop_back_restore
+from . import loopback
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def loop_back(view: ProxyView, family: int = 4) -> frozenset[str]:
         if not of_family(svc.cluster_ips, family):
             continue
         proto = svc.protocol.lower()
-        out.update(f"{e.ip},{proto}:{e.port},{e.ip}" for e in view.endpoints.get(svc.name, ()) if e.family == family and e.local)
+        out.update(loopback.entry(e.ip, proto, e.port) for e in view.endpoints.get(svc.name, ()) if e.family == family and e.local)
     return frozenset(out)
 
 
@@ -178,8 +178,7 @@ def render_iptables(view: ProxyView, family: int = 4) -> str:
         "*nat",
         *(f":{c} - [0:0]" for c in (ipt.KUBE_SERVICES, ipt.KUBE_POSTROUTING, ipt.KUBE_MARK_MASQ)),
         *(j.line() for j in jumps if j.table == "nat"),
-        f'-A {ipt.KUBE_POSTROUTING} -m comment --comment "Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose" '
-        f"-m set --match-set {LOOP_BACK[family]} dst,dst,src -j MASQUERADE",
+        loopback.masquerade_rule(ipt.KUBE_POSTROUTING, family),
         f"-A {ipt.KUBE_POSTROUTING} -m mark ! --mark {ipt.MASQ_MARK}/{ipt.MASQ_MARK} -j RETURN",
         f"-A {ipt.KUBE_POSTROUTING} -j MARK --xor-mark {ipt.MASQ_MARK}",
         f'-A {ipt.KUBE_POSTROUTING} -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully',
@@ -201,14 +200,14 @@ class IpvsBackend:
         self.scheduler = scheduler
         self._current: dict[int, dict[VirtualServer, VirtualConfig]] = {}
         self._jumps_done: set[int] = set()
-        self._loop_back: dict[int, frozenset[str]] = {}
+        self._loop_back = loopback.LoopBackSets()
         self.last_input_bytes = 0
 
     def render_all(self, view: ProxyView) -> str:
         parts = []
         for family in view.families():
             parts.append(f"# ipvsadm-restore input (IPv{family})\n" + render_ipvs(desired(view, self.scheduler, family)))
-            parts.append(f"# ipset restore input ({LOOP_BACK[family]})\n" + loop_back_restore(family, loop_back(view, family), previous=None))
+            parts.append(loopback.dry_run(family, loop_back(view, family)))
             parts.append(f"# {'iptables' if family == 4 else 'ip6tables'}-restore input (IPv{family})\n" + render_iptables(view, family))
         return "\n".join(parts)
 
@@ -225,13 +224,7 @@ class IpvsBackend:
             if commands:
                 tools.run_tool(["ipvsadm-restore"], commands, what="ipvsadm-restore")
             self._current[family] = wanted
-            entries = loop_back(view, family)
-            previous = self._loop_back.pop(family, None)
-            sets = None if previous is not None else tools.run_tool(["ipset", "list", "-n"], what="ipset list").split()
-            ipset_input = loop_back_restore(family, entries, previous=previous, existing_sets=sets or ())
-            if ipset_input:
-                tools.run_tool(["ipset", "restore"], ipset_input, what="ipset restore")
-            self._loop_back[family] = entries
+            self._loop_back.sync(family, loop_back(view, family), full=changed is None)
             rules = render_iptables(view, family)
             if family in self._jumps_done:  # the jumps exist: only refill our chains
                 rules = "\n".join(line for line in rules.splitlines() if not line.startswith("-I ")) + "\n"

@@ -14,8 +14,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from .tools import run_tool
+
 # Set names per family (kube-proxy ipvs mode's).
 LOOP_BACK = {4: "KUBE-LOOP-BACK", 6: "KUBE-6-LOOP-BACK"}
+
+
+def entry(ip: str, protocol: str, port: int) -> str:
+    """The set entry of an endpoint: its address, protocol:port, and its address again
+    (the connection's source when the endpoint is also the client)."""
+    return f"{ip},{protocol.lower()}:{port},{ip}"
+
+
+def masquerade_rule(chain: str, family: int) -> str:
+    """The rule (first in ``chain``, KUBE-POSTROUTING) that masquerades hairpin traffic."""
+    return (f'-A {chain} -m comment --comment "Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose" '
+            f"-m set --match-set {LOOP_BACK[family]} dst,dst,src -j MASQUERADE")
 
 
 def loop_back_restore(family: int, entries: Iterable[str], *, previous: frozenset[str] | None, existing_sets: Iterable[str] = ()) -> str:
@@ -40,3 +54,30 @@ def loop_back_restore(family: int, entries: Iterable[str], *, previous: frozense
     lines += [f"add {new} {e}" for e in sorted(entries)]
     lines += [f"swap {new} {name}", f"destroy {new}"] if name in existing_sets else [f"rename {new} {name}"]
     return "".join(line + "\n" for line in lines)
+
+
+def dry_run(family: int, entries: Iterable[str]) -> str:
+    """What a first sync applies, as ``--dry-run`` prints it."""
+    return f"# ipset restore input ({LOOP_BACK[family]})\n" + loop_back_restore(family, entries, previous=None)
+
+
+class LoopBackSets:
+    """The kernel's KUBE-LOOP-BACK sets as this proxy last left them. A full sync (or the
+    first after a failure) swaps in a filled set; later ones send only the difference."""
+
+    def __init__(self, prefix: Iterable[str] = ()):
+        self.prefix = list(prefix)  # e.g. ("ip", "netns", "exec", NS): tests and benchmarks
+        self._applied: dict[int, frozenset[str]] = {}
+
+    def sync(self, family: int, entries: Iterable[str], *, full: bool) -> int:
+        """Make the family's set hold ``entries``; returns the size of the input sent."""
+        entries = frozenset(entries)
+        previous = self._applied.pop(family, None)  # forgotten until this succeeds
+        if full:
+            previous = None
+        sets = run_tool([*self.prefix, "ipset", "list", "-n"], what="ipset list").split() if previous is None else ()
+        text = loop_back_restore(family, entries, previous=previous, existing_sets=sets)
+        if text:
+            run_tool([*self.prefix, "ipset", "restore"], text, what="ipset restore")
+        self._applied[family] = entries
+        return len(text)
