@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 import ssl
@@ -54,17 +55,24 @@ def tls_kubeconfig(path, api: KubeApi, user: dict) -> str:
     return str(path)
 
 
-async def synced_services(client) -> set:
-    """Sync a KubeSource over ``client``; the service keys it saw."""
+@contextlib.asynccontextmanager
+async def running(client):
+    """A KubeSource over ``client``, running; yields it and its task, closes both."""
     source = KubeSource(client, ClusterState(), timing=FAST)
     task = asyncio.ensure_future(source.run())
     try:
-        await asyncio.wait_for(source.synced.wait(), 5)
-        return set(source.state.services)
+        yield source, task
     finally:
         await source.close()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def synced_services(client) -> set:
+    """Sync a KubeSource over ``client``; the service keys it saw."""
+    async with running(client) as (source, _):
+        await asyncio.wait_for(source.synced.wait(), 5)
+        return set(source.state.services)
 
 
 async def test_kubeconfig_client_certificate(tls_api, tmp_path):
@@ -100,10 +108,8 @@ async def test_in_cluster_tls_and_token_rotation(tls_api):
     api.put(o.namespace("web"), o.service("web", "a", "10.0.0.1"))
     env = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(api.port)}
     client = await api_client(None, str(sa), env)
-    state = ClusterState()
-    source = KubeSource(client, state, timing=FAST)
-    task = asyncio.ensure_future(source.run())
-    try:
+    async with running(client) as (source, task):
+        state = source.state
         await asyncio.wait_for(source.synced.wait(), 5)
         assert ("web", "a") in state.services
         await until(lambda: api.open_watches() == len(source.reflectors))  # nothing in flight
@@ -117,10 +123,6 @@ async def test_in_cluster_tls_and_token_rotation(tls_api):
         api.put(o.service("web", "b", "10.0.0.2"))
         await until(lambda: ("web", "b") in state.services)
         assert [r.path for r in api.requests() if r.status == 401] == []
-    finally:
-        await source.close()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_wrong_token_is_an_outage_not_a_crash(tls_api):
@@ -128,17 +130,11 @@ async def test_wrong_token_is_an_outage_not_a_crash(tls_api):
     api.put(o.namespace("web"))
     api.tokens = {"someone-else"}
     env = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(api.port)}
-    source = KubeSource(await api_client(None, str(sa), env), ClusterState(), timing=FAST)
-    task = asyncio.ensure_future(source.run())
-    try:
+    async with running(await api_client(None, str(sa), env)) as (source, task):
         await until(lambda: source.outage.failures >= 3)
         assert not task.done() and not source.synced.is_set()
         api.tokens = {"token-1"}
         await asyncio.wait_for(source.synced.wait(), 3)
-    finally:
-        await source.close()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 def _sa(tmp_path, token=True, ca=True):
@@ -220,10 +216,8 @@ async def test_exec_plugin_token_is_renewed_when_it_expires(tls_api, tmp_path):
     api.put(o.namespace("web"), o.service("web", "a", "10.0.0.1"))
     api.tokens = {"token-1"}
     client = await api_client(tls_kubeconfig(tmp_path / "kubeconfig", api, expiring_plugin_user(tmp_path, 60)), "/nonexistent", {})
-    state = ClusterState()
-    source = KubeSource(client, state, timing=FAST)
-    task = asyncio.ensure_future(source.run())
-    try:
+    async with running(client) as (source, task):
+        state = source.state
         await asyncio.wait_for(source.synced.wait(), 5)
         await until(lambda: api.open_watches() == len(source.reflectors))
         (tmp_path / "token").write_text("token-2")  # the cloud now issues token-2 ...
@@ -232,10 +226,6 @@ async def test_exec_plugin_token_is_renewed_when_it_expires(tls_api, tmp_path):
         api.put(o.service("web", "b", "10.0.0.2"))
         await until(lambda: ("web", "b") in state.services, timeout=5)
         await until(lambda: api.open_watches() == len(source.reflectors))  # no plugin still running at close
-    finally:
-        await source.close()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_exec_plugin_runs_once_while_its_token_is_valid(tls_api, tmp_path):
@@ -253,10 +243,8 @@ async def test_failing_exec_plugin_is_an_outage_not_a_crash(tls_api, tmp_path, c
     api.tokens = {"token-1"}
     caplog.set_level(logging.DEBUG, logger="svcdns")  # retries after the first failure log at debug
     client = await api_client(tls_kubeconfig(tmp_path / "kubeconfig", api, expiring_plugin_user(tmp_path, 60)), "/nonexistent", {})
-    state = ClusterState()
-    source = KubeSource(client, state, timing=FAST)
-    task = asyncio.ensure_future(source.run())
-    try:
+    async with running(client) as (source, task):
+        state = source.state
         await asyncio.wait_for(source.synced.wait(), 5)
         (tmp_path / "token").write_text("none")  # the user's cloud login lapsed
         api.drop_watches()
@@ -268,7 +256,3 @@ async def test_failing_exec_plugin_is_an_outage_not_a_crash(tls_api, tmp_path, c
         api.put(o.service("web", "b", "10.0.0.2"))
         await until(lambda: ("web", "b") in state.services, timeout=5)
         await until(lambda: api.open_watches() == len(source.reflectors))  # no plugin still running at close
-    finally:
-        await source.close()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
