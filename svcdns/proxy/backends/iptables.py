@@ -46,15 +46,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..model import Key, ProxyView, of_family
+from . import loopback
 from .iptables_rules import (
     JUMPS,
     LARGE_CLUSTER_ENDPOINTS,
     SERVICE_CHAIN_PREFIXES,
-    Jump,
     Edits,
+    Jump,
     Writer,
 )
-from . import loopback
 from .tools import existing_state, run_tool
 
 log = logging.getLogger(__name__)
@@ -100,11 +100,11 @@ def render(
         cache[svc.name] = rules
         w.active.update(rules.chains)
         w.filter_rules += rules.filter
-        w.nat_rules += rules.top
         if dirty:
             w.written += len(rules.chains)
-            w.nat_chains += [f":{c} - [0:0]" for c in rules.chains]
-            w.nat_rules += rules.rules
+            w.nat_blocks.append((rules.order, [*(f":{c} - [0:0]" for c in rules.chains), *rules.rules, *rules.top]))
+        else:
+            w.nat_blocks.append((rules.order, rules.top))
     stale = {c for c in existing if c.startswith(SERVICE_CHAIN_PREFIXES)} - w.active
     loop_back = Counter(e for rules in cache.values() for e in rules.loop_back)
     return Rendered(w.finish(stale, jumps), frozenset(w.active), w.written, cache, w.large, loop_back)
