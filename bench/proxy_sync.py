@@ -13,8 +13,8 @@ is sent). Results go to stdout as a Markdown table; record them in docs/performa
 
   sudo .venv/bin/python bench/proxy_sync.py [--services 10000] [--endpoints 10] [--modes iptables,nftables]
 
-iptables-nft (the default iptables on Debian 12) needs more than 15 minutes for the
-first restore at 10,000 x 10; use --modes iptables-legacy,nftables for the full size.
+"iptables" is the system's iptables (iptables-nft on Debian 12); name the backend with
+iptables-legacy or iptables-nft to compare them on one machine.
 """
 
 from __future__ import annotations
