@@ -117,8 +117,16 @@ class DnsHandler(SlowPath):
             end = qend + 4
             if end > n:
                 return self.slow(data, client, tcp)
-            key = data[12:qend].lower() + data[qend:end]
+            # Looked up as sent first: the tables' names are lowercase, and clients nearly
+            # always send them so; a name in mixed case (0x20) misses and is looked up
+            # again lowercased. One slice per query instead of four new objects.
+            key = data[12:end]
             stored = self.answers.get(key) or self.table.slow.get(key)
+            if stored is None:
+                lowered = data[12:qend].lower() + data[qend:end]
+                if lowered != key:
+                    key = lowered
+                    stored = self.answers.get(key) or self.table.slow.get(key)
             arcount = data[10] << 8 | data[11]
             if arcount == 0:
                 if end != n:
