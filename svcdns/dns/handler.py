@@ -110,23 +110,35 @@ class DnsHandler(SlowPath):
             # QR=0, opcode QUERY, one question and no answer/authority records?
             if n < 17 or data[2] & 0xF8 or data[4:10] != _QUERY_COUNTS:
                 return self.slow(data, client, tcp)
+            stored = None
+            if not data[10] and not data[11]:
+                # No additional records (no EDNS): the question is the rest of the packet,
+                # and a key found in a table is a well-formed question by construction.
+                # Looked up as sent: the tables' names are lowercase, as clients nearly
+                # always send them (a name in mixed case, 0x20, is lowercased below).
+                key = data[12:]
+                stored = self.answers.get(key) or self.table.slow.get(key)
+                # The common query is answered right here: RD set and CD clear (the
+                # stored flags are then the reply's) and an answer that fits.
+                if stored is not None and data[2] & 0x01 and not data[3] & 0x10 and len(stored) + n - 10 <= (65535 if tcp else UDP_DEFAULT):
+                    rcode = stored[1] & 0x0F
+                    self.counts[data[n - 4] << 13 | data[n - 3] << 5 | rcode] += 1  # qtype << 5 | rcode
+                    pod = self.pod_by_ip.get(client)
+                    if pod is None:
+                        self.unknown.rcodes[rcode] += 1
+                    else:
+                        self._tally_pod(pod, rcode, key)
+                    return data[:2] + stored[:10] + key + stored[10:]
             # The question name ends at the first zero byte (found in C, not a Python loop
-            # over labels). A key found in a table is a well-formed name by construction;
-            # a miss is checked label by label before anything reads it (_well_formed).
+            # over labels). A miss is checked label by label before anything reads it
+            # (_well_formed).
             qend = data.index(0, 12) + 1
             end = qend + 4
             if end > n:
                 return self.slow(data, client, tcp)
-            # Looked up as sent first: the tables' names are lowercase, and clients nearly
-            # always send them so; a name in mixed case (0x20) misses and is looked up
-            # again lowercased. One slice per query instead of four new objects.
-            key = data[12:end]
-            stored = self.answers.get(key) or self.table.slow.get(key)
             if stored is None:
-                lowered = data[12:qend].lower() + data[qend:end]
-                if lowered != key:
-                    key = lowered
-                    stored = self.answers.get(key) or self.table.slow.get(key)
+                key = data[12:qend].lower() + data[qend:end]
+                stored = self.answers.get(key) or self.table.slow.get(key)
             arcount = data[10] << 8 | data[11]
             if arcount == 0:
                 if end != n:
@@ -212,10 +224,7 @@ class DnsHandler(SlowPath):
         if pod is None:
             self.unknown.rcodes[rcode] += 1
         else:
-            per = self.namespaces.get(pod.namespace) or self._namespace(pod.namespace)
-            per.rcodes[rcode] += 1
-            if rcode == NXDOMAIN and key.endswith(per.first_search, 0, len(key) - 4):
-                per.search_misses += 1
+            self._tally_pod(pod, rcode, key)
         if data[2] & 0x01 and not data[3] & 0x10:
             if not edns:
                 return data[:2] + stored[:10] + data[12:end] + stored[10:]
@@ -226,6 +235,13 @@ class DnsHandler(SlowPath):
                 return data[:2] + head + stored[8:10] + data[12:end] + stored[10:]
         arcount = (stored[8] << 8 | stored[9]) + 1
         return data[:2] + head + arcount.to_bytes(2, "big") + data[12:end] + stored[10:] + OPT_RR
+
+    def _tally_pod(self, pod, rcode: int, key: bytes) -> None:
+        """A response to a pod, counted by its namespace (and a search-path miss as one)."""
+        per = self.namespaces.get(pod.namespace) or self._namespace(pod.namespace)
+        per.rcodes[rcode] += 1
+        if rcode == NXDOMAIN and key.endswith(per.first_search, 0, len(key) - 4):
+            per.search_misses += 1
 
     def _namespace(self, namespace: str) -> "NamespaceCounts":
         per = self.namespaces[namespace] = NamespaceCounts(
