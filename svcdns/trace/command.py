@@ -20,7 +20,7 @@ def _dest(value: str) -> tuple[str, int, str]:
     host = host.strip("[]")
     proto = (proto or "tcp").lower()
     try:
-        ipaddress.ip_address(host)
+        host = str(ipaddress.ip_address(host))  # one spelling, as --node-ip's
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not DST_IP:PORT/PROTO") from None
     if not port.isdigit() or not 0 < int(port) < 65536 or proto not in ("tcp", "udp", "sctp"):
@@ -49,7 +49,9 @@ def add_parser(sub) -> None:
     p.add_argument("--node-name", default="", metavar="NODE", help="the node the packet is on (Local policies, topology hints)")
     p.add_argument("--cluster-cidr", metavar="CIDR", help="pod network, as svcdns proxy takes it (masquerading)")
     p.add_argument("--scheduler", default="rr", choices=("rr", "wrr", "lc", "dh", "sh", "sed", "nq"), help="ipvs mode's scheduler (default rr)")
-    p.add_argument("--from-node", action="store_true", help="the connection starts on the node itself (OUTPUT), not in a pod")
+    p.add_argument("--from-node", action="store_true", help="the connection starts on the node itself (OUTPUT), not in a pod; SRC_IP is then one of the node's addresses")
+    p.add_argument("--node-ip", action="append", default=[], type=_ip, metavar="IP",
+                   help="an address of the node (repeatable): NodePorts answer on these, and rules for traffic from the node match them")
     p.set_defaults(run=run)
 
 
@@ -70,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     cidrs = tuple(c.strip() for c in args.cluster_cidr.split(",")) if args.cluster_cidr else ()
     dst, port, proto = args.dst
-    pkt = Packet(args.src, dst, port, proto)
+    local = frozenset(args.node_ip) | ({args.src} if args.from_node else set())
+    pkt = Packet(args.src, dst, port, proto, local=local)
     try:
         results = trace(proxy_view(state, args.node_name, cidrs), pkt, from_node=args.from_node, scheduler=args.scheduler)
     except Unsupported as e:

@@ -153,8 +153,10 @@ def _match(rule: list[str], pkt: Packet, st: State) -> tuple[float, str, dict]:
             pass
         elif tok == "--probability":
             p *= float(arg)
-        elif tok == "--dst-type":
-            ok = pkt.dst in pkt.local if arg == "LOCAL" else False
+        elif tok in ("--dst-type", "--src-type"):  # addrtype: LOCAL is an address of this node
+            if arg != "LOCAL":
+                raise Unsupported(f"address type {arg} in: {shlex.join(rule)}")
+            ok = (pkt.dst if tok == "--dst-type" else pkt.src) in pkt.local
         elif tok in ("--name", "--seconds"):
             pass
         elif tok == "--rcheck":

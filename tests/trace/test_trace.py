@@ -114,6 +114,20 @@ def test_cli(capsys):
     assert "is not DST_IP:PORT/PROTO" in capsys.readouterr().err
 
 
+def test_cli_traces_a_node_port_to_the_addresses_given_with_node_ip(capsys):
+    """A NodePort answers on the node's own addresses: without --node-ip the destination
+    is just an address; with it, both rule sets send the connection to this node's
+    endpoint (externalTrafficPolicy Local)."""
+    case = str(LAB.parent.parent / "cases" / "external-local.yaml")
+    argv = ["proxy", "trace", "192.0.2.9", "10.0.0.5:3001/tcp", "--manifests", case, "--node-name", "node-a",
+            "--cluster-cidr", "10.180.0.0/16"]
+    assert main(argv) == 0
+    assert "not a service address" in capsys.readouterr().out
+    assert main([*argv, "--node-ip", "10.0.0.5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:5] == ["  iptables:", "    10.180.0.1:80 100.0%", "  nftables:", "    10.180.0.1:80 100.0%"]
+
+
 def test_explain_shows_where_cluster_ip_traffic_goes(capsys):
     import json
 
@@ -199,13 +213,21 @@ EXTERNAL_LOCAL = [
 ]
 
 
+@pytest.mark.parametrize("mode", ["iptables", "nftables"])
 @pytest.mark.parametrize("case,src,dst,port,from_node,want", EXTERNAL_LOCAL, ids=[c[0] for c in EXTERNAL_LOCAL])
-def test_nftables_external_traffic_policy_local(case, src, dst, port, from_node, want):
-    from svcdns.proxy.backends.nftables import render
+def test_external_traffic_policy_local(case, src, dst, port, from_node, want, mode):
+    """The same answers from both modes' rules (iptables: KUBE-EXT- with addrtype
+    matches; nftables: fib saddr/daddr type local)."""
+    from svcdns.proxy.backends import iptables as ipt_render
+    from svcdns.proxy.backends import nftables as nft_render
     from svcdns.trace import nftables
 
     state = ClusterState(derive_endpoints=True, implicit_namespaces=True)
     ManifestSource([str(LAB.parent.parent / "cases" / "external-local.yaml")], state).load()
-    text = render(proxy_view(state, "node-a", ("10.180.0.0/16",))).text
-    out = nftables.trace(text, Packet(src, dst, port, "tcp", local=frozenset({"10.0.0.5"})), from_node=from_node)
+    view = proxy_view(state, "node-a", ("10.180.0.0/16",))
+    pkt = Packet(src, dst, port, "tcp", local=frozenset({"10.0.0.5"}))
+    if mode == "iptables":
+        out = iptables.trace(ipt_render.render(view).text, pkt, from_node=from_node)
+    else:
+        out = nftables.trace(nft_render.render(view).text, pkt, from_node=from_node)
     assert {o.target: (round(o.probability, 6), o.masquerade) for o in out} == want
