@@ -137,8 +137,14 @@ class DnsHandler(SlowPath):
             if end > n:
                 return self.slow(data, client, tcp)
             if stored is None:
-                key = data[12:qend].lower() + data[qend:end]
-                stored = self.answers.get(key) or self.table.slow.get(key)
+                if data[10] or data[11]:  # with EDNS: not yet looked up as sent
+                    key = data[12:end]
+                    stored = self.answers.get(key) or self.table.slow.get(key)
+                if stored is None:
+                    lowered = data[12:qend].lower() + data[qend:end]
+                    if lowered != key:
+                        key = lowered
+                        stored = self.answers.get(key) or self.table.slow.get(key)
             arcount = data[10] << 8 | data[11]
             if arcount == 0:
                 if end != n:

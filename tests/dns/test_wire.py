@@ -94,6 +94,34 @@ def test_flags_follow_the_query(example_server, rd):
     assert reply.flags & dns.flags.CD and reply.flags & dns.flags.QR and reply.flags & dns.flags.AA
 
 
+# Every shape of an ordinary query gets the same answer, whichever path answers it:
+# the common one (lowercase, no EDNS, RD, no CD) is stamped inside handle(), the others
+# in stamp() after a lowercased lookup. (name as sent, EDNS, RD, CD)
+SHAPES = [
+    (name, edns, rd, cd)
+    for name in ("my-service.web.svc.cluster.local.", "My-Service.WEB.svc.cluster.LOCAL.")
+    for edns in (False, True)
+    for rd, cd in ((True, False), (False, False), (True, True))
+]
+
+
+@pytest.mark.parametrize("name,edns,rd,cd", SHAPES, ids=[f"{n.split('.')[0]}-edns{int(e)}-rd{int(r)}-cd{int(c)}" for n, e, r, c in SHAPES])
+def test_every_query_shape_gets_the_same_answer(example_server, name, edns, rd, cd):
+    for qname, want in ((name, ["10.0.100.10"]), ("nope." + name, None)):
+        q = dns.message.make_query(qname, "A", use_edns=0 if edns else False)
+        q.flags = (q.flags | dns.flags.RD if rd else q.flags & ~dns.flags.RD) | (dns.flags.CD if cd else 0)
+        reply = dns.query.udp(q, "127.0.0.1", port=example_server.port, timeout=5)
+        assert reply.id == q.id and reply.flags & dns.flags.QR and reply.flags & dns.flags.AA
+        assert bool(reply.flags & dns.flags.RD) == rd and bool(reply.flags & dns.flags.CD) == cd
+        assert (reply.edns == 0) == edns, "OPT in the reply exactly when the query had one"
+        assert reply.question[0].name.to_text() == qname, "the question as the client spelled it (0x20)"
+        if want is None:
+            assert reply.rcode() == dns.rcode.NXDOMAIN and not reply.answer
+        else:
+            assert reply.rcode() == dns.rcode.NOERROR
+            assert [r.address for r in reply.answer[0]] == want and reply.answer[0].name.to_text() == qname
+
+
 def _tcp_frame(msg: dns.message.Message) -> bytes:
     wire = msg.to_wire()
     return struct.pack(">H", len(wire)) + wire
