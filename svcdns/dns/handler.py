@@ -121,6 +121,7 @@ class DnsHandler(SlowPath):
                 # The common query is answered right here: RD set and CD clear (the
                 # stored flags are then the reply's) and an answer that fits.
                 if stored is not None and data[2] & 0x01 and not data[3] & 0x10 and len(stored) + n - 10 <= (65535 if tcp else UDP_DEFAULT):
+                    # stamp()'s counting, inline: a call would cost ~10 % of this path
                     rcode = stored[1] & 0x0F
                     self.counts[data[n - 4] << 13 | data[n - 3] << 5 | rcode] += 1  # qtype << 5 | rcode
                     pod = self.pod_by_ip.get(client)
