@@ -10,10 +10,12 @@
 # name (svcdns computes and caches, once, the answers it does not precompile, such as
 # search-path misses: ~1.1 s of CPU for the 100,000-query file; Knot has nothing to warm).
 # Prints QPS, lost queries, latency, server CPU µs per answered query, RSS and the
-# svcdns/Knot ratios, for UDP and TCP.
+# svcdns/Knot ratios, for UDP and TCP. EDNS=1 sends every query with an EDNS OPT record
+# (dnsperf -e), as dig and Go's resolver do; glibc and musl send none by default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-10000}; SECS=${2:-15}; RUNS=${3:-2}
+EDNS_FLAG=(); [ "${EDNS:-0}" != 0 ] && EDNS_FLAG=(-e)
 PY=${PY:-.venv/bin/python}
 ./scripts/need dnsperf:dnsperf knotd:knot taskset:util-linux
 DATA=$(pwd)/bench/out/$N
@@ -61,7 +63,7 @@ until dig @127.0.0.1 -p $KPORT +time=1 +tries=1 svc-0.ns-0.svc.cluster.local | g
 
 if [ "${WARMUP:-1}" != 0 ]; then
   for port in $SPORT $KPORT; do
-    taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$DATA/queries.txt" -n 1 -c 8 -q 200 -t 2 >/dev/null 2>&1
+    taskset -c 1 dnsperf "${EDNS_FLAG[@]}" -s 127.0.0.1 -p "$port" -d "$DATA/queries.txt" -n 1 -c 8 -q 200 -t 2 >/dev/null 2>&1
   done
 fi
 
@@ -71,7 +73,7 @@ rss() { awk '/VmRSS/{print int($2/1024)}' /proc/$1/status; }
 run() {  # run NAME PID PORT MODE -> "qps lost cpu_us avg_latency"
   local c0 c1 out done_ lost qps lat
   c0=$(cpu "$2")
-  out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "$3" -m "$4" -d "$DATA/queries.txt" -l "$SECS" -c 8 -q 200 -t 2 2>&1)
+  out=$(taskset -c 1 dnsperf "${EDNS_FLAG[@]}" -s 127.0.0.1 -p "$3" -m "$4" -d "$DATA/queries.txt" -l "$SECS" -c 8 -q 200 -t 2 2>&1)
   c1=$(cpu "$2")
   done_=$(echo "$out" | awk '/Queries completed:/{print $3}')
   lost=$(echo "$out" | awk '/Queries lost:/{print $3}')

@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover - recursion imports the transports, which 
 log = logging.getLogger(__name__)
 
 _QUERY_COUNTS = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0
+_ARCOUNT_PLUS_ONE = tuple((i + 1).to_bytes(2, "big") for i in range(256))  # ARCOUNT with our OPT record added
 _SLOW_TYPES = {b"\x00\xfc", b"\x00\xfb", b"\x00\x29"}  # AXFR, IXFR, OPT: the slow path decides
 
 
@@ -110,26 +111,46 @@ class DnsHandler(SlowPath):
             # QR=0, opcode QUERY, one question and no answer/authority records?
             if n < 17 or data[2] & 0xF8 or data[4:10] != _QUERY_COUNTS:
                 return self.slow(data, client, tcp)
-            stored = None
+            # Where the question ends, without searching for the end of its name: at the
+            # end of the packet when nothing follows it; before the last 11 bytes when
+            # they are an EDNS OPT record of version 0 without options (Go's resolver and
+            # dnsperf -e send that; dig adds a cookie and takes the general path below).
+            # Either way a key found in a table is a well-formed question by construction.
             if not data[10] and not data[11]:
-                # No additional records (no EDNS): the question is the rest of the packet,
-                # and a key found in a table is a well-formed question by construction.
+                qlast = n
+            elif data[11] == 1 and not data[10] and n >= 28 and not data[n - 11] and not data[n - 10] and data[n - 9] == 0x29 and not data[n - 5] and not data[n - 2] and not data[n - 1]:
+                qlast = n - 11
+            else:
+                qlast = 0
+            stored = None
+            if qlast:
                 # Looked up as sent: the tables' names are lowercase, as clients nearly
                 # always send them (a name in mixed case, 0x20, is lowercased below).
-                key = data[12:]
+                key = data[12:qlast]
                 stored = self.answers.get(key) or self.table.slow.get(key)
                 # The common query is answered right here: RD set and CD clear (the
-                # stored flags are then the reply's) and an answer that fits.
-                if stored is not None and data[2] & 0x01 and not data[3] & 0x10 and len(stored) + n - 10 <= (65535 if tcp else UDP_DEFAULT):
-                    # stamp()'s counting, inline: a call would cost ~10 % of this path
-                    rcode = stored[1] & 0x0F
-                    self.counts[data[n - 4] << 13 | data[n - 3] << 5 | rcode] += 1  # qtype << 5 | rcode
-                    pod = self.pod_by_ip.get(client)
-                    if pod is None:
-                        self.unknown.rcodes[rcode] += 1
+                # stored flags are then the reply's) and an answer that fits (the reply
+                # is len(stored) + n - 10 bytes, with or without the OPT record).
+                if stored is not None and data[2] & 0x01 and not data[3] & 0x10:
+                    if tcp:
+                        limit = 65535
+                    elif qlast == n:
+                        limit = UDP_DEFAULT
                     else:
-                        self._tally_pod(pod, rcode, key)
-                    return data[:2] + stored[:10] + key + stored[10:]
+                        limit = max(UDP_DEFAULT, min(data[n - 8] << 8 | data[n - 7], OPT_PAYLOAD))
+                    if len(stored) + n - 10 <= limit and not stored[8]:
+                        # stamp()'s counting, inline: a call would cost ~10 % of this path
+                        rcode = stored[1] & 0x0F
+                        self.counts[data[qlast - 4] << 13 | data[qlast - 3] << 5 | rcode] += 1  # qtype << 5 | rcode
+                        pod = self.pod_by_ip.get(client)
+                        if pod is None:
+                            self.unknown.rcodes[rcode] += 1
+                        else:
+                            self._tally_pod(pod, rcode, key)
+                        if qlast == n:
+                            return data[:2] + stored[:10] + key + stored[10:]
+                        # with EDNS: one more additional record, our OPT, at the end
+                        return data[:2] + stored[:8] + _ARCOUNT_PLUS_ONE[stored[9]] + key + stored[10:] + OPT_RR
             # The question name ends at the first zero byte (found in C, not a Python loop
             # over labels). A miss is checked label by label before anything reads it
             # (_well_formed).
@@ -138,7 +159,7 @@ class DnsHandler(SlowPath):
             if end > n:
                 return self.slow(data, client, tcp)
             if stored is None:
-                if data[10] or data[11]:  # with EDNS: not yet looked up as sent
+                if not qlast:  # not yet looked up as sent
                     key = data[12:end]
                     stored = self.answers.get(key) or self.table.slow.get(key)
                 if stored is None:

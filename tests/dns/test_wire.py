@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 
+import dns.edns
 import dns.flags
 import dns.message
 import dns.query
@@ -95,25 +96,27 @@ def test_flags_follow_the_query(example_server, rd):
 
 
 # Every shape of an ordinary query gets the same answer, whichever path answers it:
-# the common one (lowercase, no EDNS, RD, no CD) is stamped inside handle(), the others
-# in stamp() after a lowercased lookup. (name as sent, EDNS, RD, CD)
+# the common ones (lowercase, RD, no CD, no EDNS or an option-less OPT) are stamped
+# inside handle(), the others in stamp() after a lowercased lookup.
+# (name as sent, EDNS: none / plain OPT / OPT with a cookie as dig sends, RD, CD)
 SHAPES = [
     (name, edns, rd, cd)
     for name in ("my-service.web.svc.cluster.local.", "My-Service.WEB.svc.cluster.LOCAL.")
-    for edns in (False, True)
+    for edns in ("none", "plain", "cookie")
     for rd, cd in ((True, False), (False, False), (True, True))
 ]
+COOKIE = [dns.edns.GenericOption(10, b"\x01\x02\x03\x04\x05\x06\x07\x08")]
 
 
-@pytest.mark.parametrize("name,edns,rd,cd", SHAPES, ids=[f"{n.split('.')[0]}-edns{int(e)}-rd{int(r)}-cd{int(c)}" for n, e, r, c in SHAPES])
+@pytest.mark.parametrize("name,edns,rd,cd", SHAPES, ids=[f"{n.split('.')[0]}-edns_{e}-rd{int(r)}-cd{int(c)}" for n, e, r, c in SHAPES])
 def test_every_query_shape_gets_the_same_answer(example_server, name, edns, rd, cd):
     for qname, want in ((name, ["10.0.100.10"]), ("nope." + name, None)):
-        q = dns.message.make_query(qname, "A", use_edns=0 if edns else False)
+        q = dns.message.make_query(qname, "A", use_edns=False if edns == "none" else 0, options=COOKIE if edns == "cookie" else None)
         q.flags = (q.flags | dns.flags.RD if rd else q.flags & ~dns.flags.RD) | (dns.flags.CD if cd else 0)
         reply = dns.query.udp(q, "127.0.0.1", port=example_server.port, timeout=5)
         assert reply.id == q.id and reply.flags & dns.flags.QR and reply.flags & dns.flags.AA
         assert bool(reply.flags & dns.flags.RD) == rd and bool(reply.flags & dns.flags.CD) == cd
-        assert (reply.edns == 0) == edns, "OPT in the reply exactly when the query had one"
+        assert (reply.edns == 0) == (edns != "none"), "OPT in the reply exactly when the query had one"
         assert reply.question[0].name.to_text() == qname, "the question as the client spelled it (0x20)"
         if want is None:
             assert reply.rcode() == dns.rcode.NXDOMAIN and not reply.answer
