@@ -118,7 +118,11 @@ class DnsHandler(SlowPath):
             # Either way a key found in a table is a well-formed question by construction.
             if not data[10] and not data[11]:
                 qlast = n
-            elif data[11] == 1 and not data[10] and n >= 28 and not data[n - 11] and not data[n - 10] and data[n - 9] == 0x29 and not data[n - 5] and not data[n - 2] and not data[n - 1]:
+            elif (
+                data[11] == 1 and not data[10] and n >= 28  # one additional record, room for an OPT:
+                and not data[n - 11] and not data[n - 10] and data[n - 9] == 0x29  # root name, type OPT,
+                and not data[n - 5] and not data[n - 2] and not data[n - 1]  # version 0, no options
+            ):
                 qlast = n - 11
             else:
                 qlast = 0
@@ -131,26 +135,30 @@ class DnsHandler(SlowPath):
                 # The common query is answered right here: RD set and CD clear (the
                 # stored flags are then the reply's) and an answer that fits (the reply
                 # is len(stored) + n - 10 bytes, with or without the OPT record).
-                if stored is not None and data[2] & 0x01 and not data[3] & 0x10:
-                    if tcp:
-                        limit = 65535
-                    elif qlast == n:
-                        limit = UDP_DEFAULT
+                size = 0 if stored is None else len(stored) + n - 10
+                if (
+                    size
+                    and data[2] & 0x01
+                    and not data[3] & 0x10
+                    and not stored[8]
+                    and (
+                        size <= UDP_DEFAULT
+                        or tcp and size <= 65535
+                        or qlast < n and size <= OPT_PAYLOAD and size <= data[n - 8] << 8 | data[n - 7]  # the client's EDNS size
+                    )
+                ):
+                    # stamp()'s counting, inline: a call would cost ~10 % of this path
+                    rcode = stored[1] & 0x0F
+                    self.counts[data[qlast - 4] << 13 | data[qlast - 3] << 5 | rcode] += 1  # qtype << 5 | rcode
+                    pod = self.pod_by_ip.get(client)
+                    if pod is None:
+                        self.unknown.rcodes[rcode] += 1
                     else:
-                        limit = max(UDP_DEFAULT, min(data[n - 8] << 8 | data[n - 7], OPT_PAYLOAD))
-                    if len(stored) + n - 10 <= limit and not stored[8]:
-                        # stamp()'s counting, inline: a call would cost ~10 % of this path
-                        rcode = stored[1] & 0x0F
-                        self.counts[data[qlast - 4] << 13 | data[qlast - 3] << 5 | rcode] += 1  # qtype << 5 | rcode
-                        pod = self.pod_by_ip.get(client)
-                        if pod is None:
-                            self.unknown.rcodes[rcode] += 1
-                        else:
-                            self._tally_pod(pod, rcode, key)
-                        if qlast == n:
-                            return data[:2] + stored[:10] + key + stored[10:]
-                        # with EDNS: one more additional record, our OPT, at the end
-                        return data[:2] + stored[:8] + _ARCOUNT_PLUS_ONE[stored[9]] + key + stored[10:] + OPT_RR
+                        self._tally_pod(pod, rcode, key)
+                    if qlast == n:
+                        return data[:2] + stored[:10] + key + stored[10:]
+                    # with EDNS: one more additional record, our OPT, at the end
+                    return data[:2] + stored[:8] + _ARCOUNT_PLUS_ONE[stored[9]] + key + stored[10:] + OPT_RR
             # The question name ends at the first zero byte (found in C, not a Python loop
             # over labels). A miss is checked label by label before anything reads it
             # (_well_formed).
