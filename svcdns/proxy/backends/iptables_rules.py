@@ -115,8 +115,8 @@ class Writer:
         self.cidr = view.cluster_cidr(family)
         self.filter_chains = [f":{c} - [0:0]" for c in FILTER_CHAINS]
         self.filter_rules: list[str] = []
-        self.nat_chains: list[str] = []  # per-service chains to (re)write (partial sync)
-        self.nat_rules: list[str] = []
+        self.nat_chains: list[str] = []  # partial sync: per-service chains to rewrite
+        self.nat_rules: list[str] = []  # partial sync: their rules
         self.nat_blocks: list[tuple[str, list[str]]] = []  # (order, lines) per service (full sync)
         self.active: set[str] = set()
         self.written = 0
@@ -272,8 +272,8 @@ class Writer:
             f"-A {KUBE_MARK_MASQ} -j MARK --or-mark {MASQ_MARK}",
         ]
         lines = ["*filter", *self.filter_chains, *(j.line() for j in jumps if j.table == "filter"), *self.filter_rules, "COMMIT"]
-        nat_chains = [f":{c} - [0:0]" for c in NAT_CHAINS]
-        lines += ["*nat", *nat_chains, *(j.line() for j in jumps if j.table == "nat"), *head_nat, *body, "COMMIT", ""]
+        fixed = [f":{c} - [0:0]" for c in NAT_CHAINS]
+        lines += ["*nat", *fixed, *(j.line() for j in jumps if j.table == "nat"), *head_nat, *body, "COMMIT", ""]
         return "\n".join(lines)
 
     def finish_delta(self, stale: Iterable[str], edits: Edits) -> str:
